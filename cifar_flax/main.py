@@ -1,0 +1,67 @@
+r"""Train, evaluate or summarize a seed network on CIFAR-10.
+
+    python -m cifar_flax.main --config=configs/s7.py --workdir=runs/s7
+    python -m cifar_flax.main --config=configs/s7.py --workdir=runs/s7 --mode=eval
+    python -m cifar_flax.main --config=configs/s7.py:s7_dwsep --mode=summary
+
+Any config key can be overridden, e.g. --config.model=s6_grouped --config.num_epochs=5.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from absl import app, flags
+from ml_collections import config_dict, config_flags
+
+from cifar_flax.console import silence_backend_probe
+from cifar_flax.errors import CifarFlaxError
+from cifar_flax.models import create_model
+from cifar_flax.summary import format_summary, summarize
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Training configuration file (configs/*.py[:variant])."
+)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "summary"], "What to do.")
+flags.mark_flag_as_required("config")
+
+
+def run(mode: str, config: config_dict.ConfigDict, workdir: str | None) -> None:
+    """Carry out `mode`; raises CifarFlaxError for anything the user should fix."""
+    if mode == "summary":
+        print(format_summary(summarize(create_model(config.model), config.model)))
+        return
+    raise CifarFlaxError(f"--mode={mode} is not implemented yet; --mode=summary is available")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, but a mistake in a flag or a config override is one line of error."""
+    try:
+        args = FLAGS(argv)
+        FLAGS.config.get("model")  # config_flags reports a config file it could not load only here
+        return args
+    except (flags.Error, OSError) as error:
+        # config_flags embeds the config file's own traceback; its last line says what went wrong.
+        last = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
+        sys.exit(f"error: {last.removeprefix('ValueError: ')} (see --helpshort)")
+    except AttributeError as error:  # ml_collections' answer to --config.KEY for a missing KEY
+        cause = error.args[0]
+        detail = cause.args[0] if isinstance(cause, KeyError) else str(cause)
+        sys.exit(f"error: unknown config key {detail.replace(chr(10), '; ')}")
+
+
+def main(argv: Sequence[str]) -> None:
+    silence_backend_probe()
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
+    except CifarFlaxError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

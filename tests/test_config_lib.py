@@ -1,0 +1,89 @@
+"""The configs in configs/: required keys, variants, and each seed's recipe from SPEC.md."""
+
+import importlib.util
+
+import pytest
+
+from cifar_flax.models import MODELS
+
+REQUIRED_KEYS = {
+    "model",
+    "num_epochs",
+    "batch_size",
+    "seed",
+    "data_dir",
+    "train_split",
+    "eval_split",
+}
+CONFIGS = {
+    "configs/s7.py": "s7_lite",
+    "configs/s7.py:s7_lite": "s7_lite",
+    "configs/s7.py:s7_dwsep": "s7_dwsep",
+    "configs/s7.py:s7_dilated_stride": "s7_dilated_stride",
+    "configs/s9.py": "s9_inverted_residual",
+    "configs/s6.py": "s6_grouped",
+}
+
+
+def load(repo_root, spec_string):
+    path, _, variant = spec_string.partition(":")
+    spec = importlib.util.spec_from_file_location("config", repo_root / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant) if variant else module.get_config()
+
+
+@pytest.mark.parametrize(("spec", "model"), CONFIGS.items())
+def test_config_selects_its_model_and_has_the_required_keys(repo_root, spec, model):
+    config = load(repo_root, spec)
+    assert config.model == model
+    assert config.model in MODELS
+    assert set(config.keys()) >= REQUIRED_KEYS
+    assert (config.train_split, config.eval_split) == ("train", "test")
+
+
+def test_unknown_variant_is_refused(repo_root):
+    with pytest.raises(ValueError, match="unknown config variant 'nope'; choose one of: s7_lite"):
+        load(repo_root, "configs/s7.py:nope")
+
+
+# (optimizer, lr, schedule, epochs, batch, weight decay, clip) as the seeds ran them.
+RECIPES = {
+    "configs/s7.py": ("adam", 0.01, "onecycle", 90, 256, 1e-4, 0.1),
+    "configs/s7.py:s7_dwsep": ("adam", 0.01, "constant", 100, 128, 0.0, None),
+    "configs/s7.py:s7_dilated_stride": ("sgd", 0.04, "constant", 36, 128, 0.0, None),
+    "configs/s9.py": ("sgd", 0.1, "constant", 25, 128, 0.0, None),
+    "configs/s6.py": ("sgd", 0.01, "constant", 62, 128, 0.0, None),
+}
+
+
+@pytest.mark.parametrize(("spec", "recipe"), RECIPES.items())
+def test_seed_recipe(repo_root, spec, recipe):
+    c = load(repo_root, spec)
+    got = (
+        c.optimizer,
+        c.learning_rate,
+        c.lr_schedule,
+        c.num_epochs,
+        c.batch_size,
+        c.weight_decay,
+        c.grad_clip_value,
+    )
+    assert got == recipe
+
+
+def test_seed_augmentations(repo_root):
+    s7 = load(repo_root, "configs/s7.py").augment
+    assert (s7.hflip_p, s7.shift_scale_rotate.rotate, s7.shift_scale_rotate.p) == (0.2, 15, 0.25)
+    assert (s7.coarse_dropout.fill, s7.coarse_dropout.p, s7.to_gray_p) == ("mean", 0.5, 0.15)
+    assert s7.color_jitter.to_dict() == dict(
+        brightness=0.3, contrast=0.3, saturation=0.3, hue=0.2, p=0.25
+    )
+    s9 = load(repo_root, "configs/s9.py")
+    assert s9.augment.coarse_dropout.fill == "black"  # the seed's 0-1 fill on uint8 images
+    assert s9.augment.shift_scale_rotate.to_dict() == dict(
+        shift=0.0625, scale=0.1, rotate=45.0, p=0.5
+    )
+    assert s9.augment.color_jitter.p == 0 and s9.augment.to_gray_p == 0
+    s6 = load(repo_root, "configs/s6.py")
+    assert tuple(s6.normalize.mean) == tuple(s6.normalize.std) == (0.5, 0.5, 0.5)

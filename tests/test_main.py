@@ -1,0 +1,70 @@
+"""The command line: summary for every config form, one-line errors for bad input."""
+
+import subprocess
+import sys
+
+import pytest
+
+EXPECTED = {
+    ("configs/s7.py",): ("97,284", "69 (109"),
+    ("configs/s7.py:s7_dwsep",): ("170,304", "83 (107"),
+    ("configs/s7.py:s7_dilated_stride",): ("98,180", "97 (121"),
+    ("configs/s9.py",): ("178,178", "47 (59"),
+    ("configs/s6.py",): ("187,418", "31 (35"),
+    ("configs/s7.py", "--config.model=s9_inverted_residual"): ("178,178", "47 (59"),
+}
+
+
+def cli(repo_root, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "cifar_flax.main", *args],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(("args", "expected"), EXPECTED.items())
+def test_summary(repo_root, tmp_path, args, expected):
+    config, *overrides = args
+    result = cli(
+        repo_root, f"--config={config}", f"--workdir={tmp_path}", "--mode=summary", *overrides
+    )
+    assert result.returncode == 0, result.stderr
+    params, field = expected
+    assert f"Total params: {params}\nReceptive field: {field} including the final pooling)\n" in (
+        result.stdout
+    )
+    assert "Unable to initialize backend" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config.model=resnet"], "error: unknown model 'resnet'; choose one of: s7_dwsep,"),
+        (["--config.modle=s7_lite"], "error: unknown config key 'modle'; Did you mean \"model\""),
+        (["--config.batch_size=many"], "error: flag --config.batch_size=many: invalid literal"),
+        (["--mode=train"], "error: --mode=train is not implemented yet"),
+    ],
+)
+def test_bad_input_is_one_line(repo_root, args, message):
+    result = cli(repo_root, "--config=configs/s7.py", "--mode=summary", *args)
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("configs/s7.py:nope", "error: unknown config variant 'nope'"),
+        ("configs/missing.py", "error: [Errno 2] No such file or directory: 'configs/missing.py'"),
+    ],
+)
+def test_bad_config_file_is_one_line(repo_root, config, message):
+    result = cli(repo_root, f"--config={config}", "--mode=summary")
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
