@@ -21,6 +21,7 @@ def base_config() -> config_dict.ConfigDict:
 
     # Data (tensorflow-datasets `cifar10`); data_dir None is tfds's default (~/tensorflow_datasets).
     config.data_dir = config_dict.placeholder(str)
+    config.download = True  # let tfds download CIFAR-10 when data_dir lacks it
     config.train_split = "train"
     config.eval_split = "test"
     config.batch_size = 128
@@ -47,6 +48,7 @@ def base_config() -> config_dict.ConfigDict:
     )
 
     config.augment = augmentation()
+    config.augment_workers = config_dict.placeholder(int)  # processes; None: one per CPU core
     config.normalize = config_dict.ConfigDict(dict(mean=CIFAR10_MEAN, std=CIFAR10_STD))
     return config
 

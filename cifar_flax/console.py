@@ -2,7 +2,16 @@
 
 import logging
 
+from absl import flags
+from absl import logging as absl_logging
 
-def silence_backend_probe() -> None:
-    """JAX logs at INFO (which absl shows) that it found no TPU on every CPU/GPU start."""
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+
+def quiet_library_logs() -> None:
+    """Show only warnings from the libraries' logs, unless the user asked with --verbosity.
+
+    absl shows INFO by default, so every run would print JAX's search for a TPU and each of
+    tfds's file openings.
+    """
+    if not flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)

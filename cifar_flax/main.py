@@ -3,19 +3,21 @@ r"""Train, evaluate or summarize a seed network on CIFAR-10.
     python -m cifar_flax.main --config=configs/s7.py --workdir=runs/s7
     python -m cifar_flax.main --config=configs/s7.py --workdir=runs/s7 --mode=eval
     python -m cifar_flax.main --config=configs/s7.py:s7_dwsep --mode=summary
+    python -m cifar_flax.main --config=configs/s7.py --workdir=runs/s7 --mode=data
 
 Any config key can be overridden, e.g. --config.model=s6_grouped --config.num_epochs=5.
 """
 
 from __future__ import annotations
 
+import pathlib
 import sys
 from collections.abc import Sequence
 
 from absl import app, flags
 from ml_collections import config_dict, config_flags
 
-from cifar_flax.console import silence_backend_probe
+from cifar_flax.console import quiet_library_logs
 from cifar_flax.errors import CifarFlaxError
 from cifar_flax.models import create_model
 from cifar_flax.summary import format_summary, summarize
@@ -25,7 +27,14 @@ config_flags.DEFINE_config_file(
     "config", None, "Training configuration file (configs/*.py[:variant])."
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "summary"], "What to do.")
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "eval", "summary", "data"],
+    "train; eval a checkpoint; summary: layers and receptive field; data: dataset facts and "
+    "a grid of augmented samples.",
+)
+SAMPLE_GRID = "augmented_samples.png"
 flags.mark_flag_as_required("config")
 
 
@@ -34,7 +43,40 @@ def run(mode: str, config: config_dict.ConfigDict, workdir: str | None) -> None:
     if mode == "summary":
         print(format_summary(summarize(create_model(config.model), config.model)))
         return
+    if workdir is None:
+        raise CifarFlaxError(f"--mode={mode} writes to a directory: pass --workdir=DIR")
+    if mode == "data":
+        describe_data(config, pathlib.Path(workdir))
+        return
     raise CifarFlaxError(f"--mode={mode} is not implemented yet; --mode=summary is available")
+
+
+def describe_data(config: config_dict.ConfigDict, workdir: pathlib.Path) -> None:
+    """Print class counts and pixel statistics; save a grid of augmented training images."""
+    from cifar_flax import input_pipeline, plots  # TensorFlow loads only when data is needed
+
+    input_pipeline.hide_gpus_from_tensorflow()
+    train = input_pipeline.load_split(config.data_dir, config.train_split, config.download)
+    test = input_pipeline.load_split(config.data_dir, config.eval_split, config.download)
+    width = max(map(len, train.class_names))
+    print(f"{'class':{width}s}  {train.name:>12s}  {test.name:>12s}")
+    counts = zip(input_pipeline.class_counts(train), input_pipeline.class_counts(test), strict=True)
+    for name, (n_train, n_test) in zip(train.class_names, counts, strict=True):
+        print(f"{name:{width}s}  {n_train:12,d}  {n_test:12,d}")
+    print(f"{'total':{width}s}  {len(train):12,d}  {len(test):12,d}")
+    mean, std = input_pipeline.channel_stats(train)
+    fmt = lambda values: ", ".join(f"{v:.4f}" for v in values)  # noqa: E731
+    print(f"Train mean: ({fmt(mean)}) std: ({fmt(std)})")
+    count = min(32, len(train))
+    augmenter = input_pipeline.Augmenter(config.augment, config.normalize.mean)
+    samples = augmenter(train.images[:count], input_pipeline.derive_seed(config.seed))
+    path = plots.save_image_grid(
+        samples,
+        [train.class_names[label] for label in train.labels[:count]],
+        workdir / SAMPLE_GRID,
+        suptitle=f"{config.model}: augmented training samples ({train.name})",
+    )
+    print(f"Wrote {path}")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -54,7 +96,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str]) -> None:
-    silence_backend_probe()
+    quiet_library_logs()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:

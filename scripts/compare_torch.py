@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from cifar_flax.console import silence_backend_probe
+from cifar_flax.console import quiet_library_logs
 from cifar_flax.models import MODELS, create_model
 from cifar_flax.models.layers import Conv2d
 from cifar_flax.summary import trace_calls
@@ -143,7 +143,7 @@ def max_logit_difference(name: str, torch_seeds: Any, batch_size: int, seed: int
 
 def main(argv: list[str]) -> None:
     del argv
-    silence_backend_probe()
+    quiet_library_logs()
     try:
         import torch  # noqa: F401
     except ImportError:

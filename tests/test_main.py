@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from tests.conftest import REPO_ROOT
+
 EXPECTED = {
     ("configs/s7.py",): ("97,284", "69 (109"),
     ("configs/s7.py:s7_dwsep",): ("170,304", "83 (107"),
@@ -68,3 +70,42 @@ def test_bad_config_file_is_one_line(repo_root, config, message):
     assert result.returncode != 0
     assert result.stderr.strip().startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "tfds"
+
+
+@pytest.mark.skipif(not (DATA_DIR / "cifar10").exists(), reason="../shared/data/tfds is not here")
+def test_data_mode_prints_counts_and_statistics_and_writes_the_grid(repo_root, tmp_path):
+    result = cli(
+        repo_root,
+        "--config=configs/s7.py",
+        f"--workdir={tmp_path}",
+        "--mode=data",
+        f"--config.data_dir={DATA_DIR}",
+        "--config.train_split=train[:512]",
+        "--config.eval_split=test[:256]",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["class", "train[:512]", "test[:256]"]
+    assert lines[11].split() == ["total", "512", "256"]
+    assert sum(int(line.split()[1]) for line in lines[1:11]) == 512
+    assert lines[12].startswith("Train mean: (0.4") and " std: (0.2" in lines[12]
+    assert (tmp_path / "augmented_samples.png").stat().st_size > 10_000
+
+
+def test_data_mode_without_data_is_one_clear_line(repo_root, tmp_path):
+    result = cli(
+        repo_root,
+        "--config=configs/s7.py",
+        f"--workdir={tmp_path / 'w'}",
+        "--mode=data",
+        f"--config.data_dir={tmp_path / 'nothing'}",
+        "--config.download=False",
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: CIFAR-10 is not prepared in")
+    assert "--config.data_dir" in last and "scripts/prepare_cifar10.py" in last
+    assert "Traceback" not in result.stderr

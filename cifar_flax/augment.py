@@ -1,0 +1,126 @@
+"""The seeds' Albumentations augmentation, built from a config, applied to uint8 HWC images.
+
+Albumentations 2.x renamed or changed several of the transforms the seeds ran under 1.x; each
+builder below keeps the 1.x semantics (see SPEC.md "Albumentations semantics"), and every
+transform is built with `strict=True`, so a misspelt argument fails instead of being ignored.
+
+This module imports neither JAX nor TensorFlow: it also runs in the input pipeline's worker
+processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+from ml_collections import config_dict
+
+HOLE_FILLS = ("mean", "black")
+
+
+class LegacyShiftScaleRotate(A.ImageOnlyTransform):
+    """Albumentations 1.x `ShiftScaleRotate`, as every seed ran it.
+
+    It draws an angle in [-rotate, rotate], one isotropic scale in [1 - scale, 1 + scale] and
+    shifts in [-shift, shift] of the size, and warps about ((W-1)/2, (H-1)/2), bilinear, with
+    BORDER_REFLECT_101. Neither 2.x replacement keeps that: its `ShiftScaleRotate` scales x and y
+    independently and pads black by default, and `Affine` truncates the shift to whole pixels
+    (a 0.1 shift on 32 pixels becomes -3..3, with 0 drawn a third of the time).
+    """
+
+    def __init__(self, shift: float, scale: float, rotate: float, p: float = 0.5):
+        super().__init__(p=p)
+        self.shift = shift
+        self.scale = scale
+        self.rotate = rotate
+
+    def get_params(self) -> dict[str, float]:
+        uniform = self.py_random.uniform
+        return {
+            "angle": uniform(-self.rotate, self.rotate),
+            "scale": uniform(1 - self.scale, 1 + self.scale),
+            "dx": uniform(-self.shift, self.shift),
+            "dy": uniform(-self.shift, self.shift),
+        }
+
+    def apply(
+        self, img: np.ndarray, angle: float, scale: float, dx: float, dy: float, **params
+    ) -> np.ndarray:
+        height, width = img.shape[:2]
+        matrix = cv2.getRotationMatrix2D((width / 2 - 0.5, height / 2 - 0.5), angle, scale)
+        matrix[0, 2] += dx * width
+        matrix[1, 2] += dy * height
+        return cv2.warpAffine(
+            img,
+            matrix,
+            (width, height),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT_101,
+        )
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("shift", "scale", "rotate")
+
+
+def hole_fill_value(fill: str, mean: Sequence[float]) -> tuple[int, int, int]:
+    """The uint8 colour of a CoarseDropout hole.
+
+    "mean": the dataset mean, mean * 255 truncated as 1.x wrote it into the uint8 image.
+    "black": what seeds 002 and 004 got by passing a 0-1 mean to a uint8 image (truncated to 0).
+    """
+    if fill == "mean":
+        return tuple(int(channel * 255) for channel in mean)
+    if fill == "black":
+        return (0, 0, 0)
+    raise ValueError(f"hole fill {fill!r} is not one of {HOLE_FILLS}")
+
+
+def build_train_transform(augment: config_dict.ConfigDict, mean: Sequence[float]) -> A.Compose:
+    """The random part of a seed's training augmentation, in the seeds' order.
+
+    It maps uint8 to uint8; the input pipeline normalises whole batches, train and eval alike.
+    """
+    transforms: list[A.BasicTransform] = []
+    if augment.hflip_p:
+        transforms.append(A.HorizontalFlip(p=augment.hflip_p, strict=True))
+    ssr = augment.shift_scale_rotate
+    if ssr.p:
+        transforms.append(LegacyShiftScaleRotate(ssr.shift, ssr.scale, ssr.rotate, ssr.p))
+    hole = augment.coarse_dropout
+    if hole.p:
+        transforms.append(
+            A.CoarseDropout(
+                num_holes_range=(1, 1),
+                hole_height_range=(hole.size, hole.size),
+                hole_width_range=(hole.size, hole.size),
+                fill=hole_fill_value(hole.fill, mean),
+                p=hole.p,
+                strict=True,
+            )
+        )
+    jitter = augment.color_jitter
+    if jitter.p:
+        transforms.append(
+            A.ColorJitter(
+                brightness=jitter.brightness,
+                contrast=jitter.contrast,
+                saturation=jitter.saturation,
+                hue=jitter.hue,
+                p=jitter.p,
+                strict=True,
+            )
+        )
+    if augment.to_gray_p:
+        transforms.append(A.ToGray(p=augment.to_gray_p, strict=True))
+    return A.Compose(transforms, strict=True)
+
+
+def augment_batch(transform: A.Compose, images: np.ndarray, seed: int) -> np.ndarray:
+    """Augment each uint8 image of a batch independently; the result depends only on `seed`.
+
+    (`transform(images=batch)` would give every image of the batch the same random parameters.)
+    """
+    transform.set_random_seed(seed)
+    return np.stack([transform(image=image)["image"] for image in images])

@@ -1,0 +1,245 @@
+"""CIFAR-10 from tensorflow-datasets through tf.data, with Albumentations on the host.
+
+    split = load_split(config.data_dir, config.train_split)       # uint8 images in memory
+    with Augmenter(config.augment, config.normalize.mean) as augmenter:
+        for batch in train_batches(split, config, epoch, augmenter):  # numpy dicts
+            ...
+
+Each epoch is a pure function of (seed, epoch): tf.data shuffles with a seed drawn from both,
+and every batch is augmented with a seed drawn from (seed, epoch, batch index). So the batches do
+not depend on how many worker processes augment them, and a resumed run sees the same batches.
+
+Why this arrangement: Albumentations is per-image Python, so it holds the GIL and tf.data's
+threads cannot run it in parallel. One `tf.numpy_function` per batch keeps tf.data's per-image
+overhead out; a pool of worker processes (`augment_workers`) runs those batches in parallel,
+while the tf.data threads that wait for them release the GIL. Normalisation is a TensorFlow op
+in the graph (no GIL), and the whole split is decoded once into memory (CIFAR-10 is 180 MB).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import os
+import socket
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from ml_collections import config_dict
+
+from cifar_flax.augment import augment_batch, build_train_transform
+from cifar_flax.errors import CifarFlaxError
+
+DATASET = "cifar10"
+# Where tfds fetches CIFAR-10 from when it is not prepared yet: its GCS mirror, then the source.
+DOWNLOAD_HOSTS = ("storage.googleapis.com", "www.cs.toronto.edu")
+Batch = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A split decoded into memory: uint8 NHWC images and int32 labels."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def hide_gpus_from_tensorflow() -> None:
+    """tf.data runs on the host: keep TensorFlow from reserving accelerator memory JAX needs."""
+    tf.config.set_visible_devices([], "GPU")
+
+
+def missing_data_message(data_dir: str | None) -> str:
+    where = data_dir or "tfds's default data_dir (~/tensorflow_datasets)"
+    return (
+        f"CIFAR-10 is not prepared in {where} and cannot be downloaded here; pass "
+        "--config.data_dir=DIR of a prepared copy (DIR/cifar10/3.0.2), or build one from an "
+        "archive you have: python scripts/prepare_cifar10.py --archive PATH --data_dir DIR"
+    )
+
+
+def can_reach(host: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to host:443 opens; tfds itself retries for minutes offline."""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def prepared_builder(data_dir: str | None, download: bool = True) -> tfds.core.DatasetBuilder:
+    """The cifar10 builder for `data_dir`, downloading and preparing it first when allowed."""
+    builder = tfds.builder(DATASET, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    if not download or not any(can_reach(host) for host in DOWNLOAD_HOSTS):
+        raise CifarFlaxError(missing_data_message(data_dir))
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # any download failure gets the same remedy
+        raise CifarFlaxError(f"{missing_data_message(data_dir)} ({error})") from error
+    return builder
+
+
+def load_split(data_dir: str | None, split: str, download: bool = True) -> Split:
+    """Decode a split (tfds syntax, e.g. "train[:2048]") into memory."""
+    builder = prepared_builder(data_dir, download)
+    try:
+        dataset = builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
+    except (ValueError, KeyError, AssertionError) as error:
+        first_line = str(error).splitlines()[0]
+        raise CifarFlaxError(f"bad split {split!r}: {first_line}") from error
+    images, labels = tfds.as_numpy(dataset)
+    return Split(
+        name=split,
+        images=images,
+        labels=labels.astype(np.int32),
+        class_names=tuple(builder.info.features["label"].names),
+    )
+
+
+def derive_seed(*entropy: int) -> int:
+    """A 32-bit seed drawn from the given integers (e.g. run seed, epoch, batch index)."""
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
+
+
+# Worker-process side: each worker builds the transform once, then augments batches.
+_worker_transform = None
+
+
+def _init_worker(augment: dict, mean: Sequence[float]) -> None:
+    global _worker_transform  # one transform per worker process
+    _worker_transform = build_train_transform(config_dict.ConfigDict(augment), mean)
+
+
+def _augment_in_worker(images: np.ndarray, seed: int) -> np.ndarray:
+    return augment_batch(_worker_transform, images, seed)
+
+
+class Augmenter:
+    """Applies a config's training augmentation to uint8 batches, in `workers` processes.
+
+    With `workers=0` it runs in the calling process. The output depends only on the batch and
+    its seed, never on the number of workers. Use it as a context manager to stop the workers.
+    """
+
+    def __init__(
+        self, augment: config_dict.ConfigDict, mean: Sequence[float], workers: int = 0
+    ) -> None:
+        self.workers = workers
+        self._transform = build_train_transform(augment, mean)  # validates the config here
+        self._pool = None
+        if workers:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=workers,
+                # A forked child would inherit TensorFlow's and JAX's threads in unknown states.
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(augment.to_dict(), tuple(mean)),
+            )
+
+    def __call__(self, images: np.ndarray, seed: int) -> np.ndarray:
+        if self._pool is None:
+            return augment_batch(self._transform, images, seed)
+        return self._pool.submit(_augment_in_worker, images, seed).result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Augmenter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def _normalize(images: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
+    """`A.Normalize(mean, std)` with max_pixel_value 255, for a uint8 batch."""
+    mean_255 = tf.constant(mean, tf.float32) * 255.0
+    std_255 = tf.constant(std, tf.float32) * 255.0
+    return (tf.cast(images, tf.float32) - mean_255) / std_255
+
+
+def train_dataset(
+    split: Split, config: config_dict.ConfigDict, epoch: int, augmenter: Augmenter
+) -> tf.data.Dataset:
+    """One epoch of augmented, normalised training batches.
+
+    The last partial batch is dropped: every step then has one shape (one compilation, even
+    sharding over devices), and as the order is reshuffled each epoch no image is left out
+    systematically (50,000 images at batch 128 leave out 80 random ones per epoch).
+    """
+    seed, batch_size = config.seed, config.batch_size
+    dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    dataset = dataset.shuffle(len(split), seed=derive_seed(seed, epoch))
+    dataset = dataset.batch(batch_size, drop_remainder=True).enumerate()
+
+    def augment(index: tf.Tensor, batch: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
+        images, labels = batch
+        augmented = tf.numpy_function(
+            lambda images, index: augmenter(images, derive_seed(seed, epoch, int(index))),
+            [images, index],
+            tf.uint8,
+            stateful=False,
+        )
+        augmented.set_shape(images.shape)
+        return {"image": augmented, "label": labels}
+
+    dataset = dataset.map(augment, num_parallel_calls=max(augmenter.workers, 1), deterministic=True)
+    return _finish(dataset, config.normalize)
+
+
+def eval_dataset(split: Split, config: config_dict.ConfigDict) -> tf.data.Dataset:
+    """Normalised evaluation batches in split order; the last partial batch is kept."""
+    dataset = tf.data.Dataset.from_tensor_slices({"image": split.images, "label": split.labels})
+    return _finish(dataset.batch(config.batch_size), config.normalize)
+
+
+def _finish(dataset: tf.data.Dataset, normalize: config_dict.ConfigDict) -> tf.data.Dataset:
+    def normalized(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {
+            "image": _normalize(batch["image"], normalize.mean, normalize.std),
+            "label": batch["label"],
+        }
+
+    dataset = dataset.map(normalized, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def train_batches(
+    split: Split, config: config_dict.ConfigDict, epoch: int, augmenter: Augmenter
+) -> Iterator[Batch]:
+    """Numpy batches {"image": float32 NHWC, "label": int32} of one training epoch."""
+    return tfds.as_numpy(train_dataset(split, config, epoch, augmenter))
+
+
+def eval_batches(split: Split, config: config_dict.ConfigDict) -> Iterator[Batch]:
+    return tfds.as_numpy(eval_dataset(split, config))
+
+
+def steps_per_epoch(split: Split, batch_size: int) -> int:
+    return len(split) // batch_size
+
+
+def channel_stats(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of the split's pixels, on the 0-1 scale."""
+    pixels = split.images.reshape(-1, 3).astype(np.float64) / 255.0
+    return pixels.mean(axis=0), pixels.std(axis=0)
+
+
+def class_counts(split: Split) -> np.ndarray:
+    return np.bincount(split.labels, minlength=len(split.class_names))

@@ -1,0 +1,39 @@
+"""Figures written to the workdir (PNG, matplotlib's non-interactive backend)."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def save_image_grid(
+    images: np.ndarray,
+    titles: Sequence[str],
+    path: str | pathlib.Path,
+    columns: int = 8,
+    suptitle: str | None = None,
+) -> pathlib.Path:
+    """Save uint8 HWC images in a grid, each with its title (e.g. its class name)."""
+    rows = math.ceil(len(images) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, title in zip(axes.flat, images, titles, strict=False):
+        axis.imshow(image, interpolation="nearest")
+        axis.set_title(title, fontsize=8)
+    if suptitle:
+        figure.suptitle(suptitle)
+    figure.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

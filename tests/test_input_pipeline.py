@@ -1,0 +1,145 @@
+"""Loading, slicing, statistics, the train/eval pipelines and the missing-data error."""
+
+import pathlib
+
+import albumentations as A
+import numpy as np
+import pytest
+
+from cifar_flax import input_pipeline
+from cifar_flax.config_lib import augmentation, base_config
+from cifar_flax.errors import CifarFlaxError
+
+DATA_DIR = str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds")
+needs_data = pytest.mark.skipif(
+    not pathlib.Path(DATA_DIR, "cifar10").exists(), reason="../shared/data/tfds is not here"
+)
+
+
+@pytest.fixture(scope="module")
+def train_512():
+    return input_pipeline.load_split(DATA_DIR, "train[:512]")
+
+
+def small_config(batch_size=64):
+    config = base_config()
+    config.batch_size = batch_size
+    config.augment = augmentation(hflip_p=0.5, shift_scale_rotate_p=0.5, coarse_dropout_p=0.5)
+    return config
+
+
+@needs_data
+def test_split_slicing(train_512):
+    assert len(train_512) == 512
+    assert train_512.images.shape == (512, 32, 32, 3) and train_512.images.dtype == np.uint8
+    assert train_512.labels.dtype == np.int32
+    assert len(input_pipeline.load_split(DATA_DIR, "test[10%:20%]")) == 1000
+    assert train_512.class_names[:3] == ("airplane", "automobile", "bird")
+
+
+@needs_data
+def test_class_counts_and_statistics_of_the_test_split():
+    test = input_pipeline.load_split(DATA_DIR, "test")
+    np.testing.assert_array_equal(input_pipeline.class_counts(test), [1000] * 10)
+    mean, std = input_pipeline.channel_stats(test)
+    # ../shared/data/README.md: test mean and std per channel.
+    np.testing.assert_allclose(mean, (0.494214, 0.485131, 0.450409), atol=1e-4)
+    np.testing.assert_allclose(std, (0.246653, 0.242892, 0.261592), atol=1e-4)
+
+
+@needs_data
+def test_bad_split_is_a_one_line_error():
+    with pytest.raises(CifarFlaxError, match="bad split 'validation'") as error:
+        input_pipeline.load_split(DATA_DIR, "validation")
+    assert "\n" not in str(error.value)
+
+
+def test_missing_data_names_both_remedies(tmp_path, monkeypatch):
+    monkeypatch.setattr(input_pipeline, "can_reach", lambda host: False)
+    with pytest.raises(CifarFlaxError) as error:
+        input_pipeline.load_split(str(tmp_path), "train")
+    message = str(error.value)
+    assert "--config.data_dir" in message and "scripts/prepare_cifar10.py" in message
+    assert "\n" not in message
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_download_false_does_not_probe_the_network(tmp_path, monkeypatch):
+    def fail(host):
+        raise AssertionError("probed the network")
+
+    monkeypatch.setattr(input_pipeline, "can_reach", fail)
+    with pytest.raises(CifarFlaxError, match="cannot be downloaded"):
+        input_pipeline.load_split(str(tmp_path), "train", download=False)
+
+
+def collect(batches):
+    batches = list(batches)
+    return [b["image"] for b in batches], [b["label"] for b in batches]
+
+
+@needs_data
+def test_train_batches_shape_dtype_and_dropped_remainder(train_512):
+    config = small_config(batch_size=100)
+    with input_pipeline.Augmenter(config.augment, config.normalize.mean) as augmenter:
+        images, labels = collect(input_pipeline.train_batches(train_512, config, 0, augmenter))
+    assert [len(batch) for batch in labels] == [100] * 5  # 512 // 100, the rest dropped
+    assert images[0].shape == (100, 32, 32, 3) and images[0].dtype == np.float32
+    assert labels[0].dtype == np.int32
+    assert input_pipeline.steps_per_epoch(train_512, 100) == 5
+    assert len(set(np.concatenate(labels).tolist())) == 10
+
+
+@needs_data
+def test_train_batches_are_a_function_of_seed_and_epoch(train_512):
+    config = small_config()
+    with input_pipeline.Augmenter(config.augment, config.normalize.mean) as augmenter:
+        first = collect(input_pipeline.train_batches(train_512, config, 3, augmenter))
+        again = collect(input_pipeline.train_batches(train_512, config, 3, augmenter))
+        next_epoch = collect(input_pipeline.train_batches(train_512, config, 4, augmenter))
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(np.stack(a), np.stack(b))
+    assert not np.array_equal(np.stack(first[1]), np.stack(next_epoch[1]))  # reshuffled
+    config.seed += 1
+    with input_pipeline.Augmenter(config.augment, config.normalize.mean) as augmenter:
+        other_seed = collect(input_pipeline.train_batches(train_512, config, 3, augmenter))
+    assert not np.array_equal(np.stack(first[1]), np.stack(other_seed[1]))
+
+
+@needs_data
+def test_worker_processes_give_the_same_batches(train_512):
+    config = small_config(batch_size=128)
+    with input_pipeline.Augmenter(config.augment, config.normalize.mean, workers=0) as inline:
+        expected = collect(input_pipeline.train_batches(train_512, config, 1, inline))
+    with input_pipeline.Augmenter(config.augment, config.normalize.mean, workers=2) as pool:
+        got = collect(input_pipeline.train_batches(train_512, config, 1, pool))
+    np.testing.assert_array_equal(np.stack(expected[0]), np.stack(got[0]))
+    np.testing.assert_array_equal(np.stack(expected[1]), np.stack(got[1]))
+
+
+@needs_data
+def test_train_images_are_augmented_and_normalized(train_512):
+    config = small_config(batch_size=512)
+    config.augment = augmentation(hflip_p=1.0)
+    with input_pipeline.Augmenter(config.augment, config.normalize.mean) as augmenter:
+        (batch,) = input_pipeline.train_batches(train_512, config, 0, augmenter)
+    mean, std = np.array(config.normalize.mean), np.array(config.normalize.std)
+    pixels = np.rint((batch["image"] * std + mean) * 255)  # normalisation inverts
+    originals = {
+        image.tobytes(): label
+        for image, label in zip(train_512.images, train_512.labels, strict=True)
+    }
+    for image, label in zip(pixels.astype(np.uint8), batch["label"], strict=True):
+        assert originals[image[:, ::-1].tobytes()] == label  # flipped, label kept
+
+
+@needs_data
+def test_eval_batches_only_normalize_in_order_and_keep_the_last_batch():
+    split = input_pipeline.load_split(DATA_DIR, "test[:100]")
+    config = small_config(batch_size=32)
+    batches = list(input_pipeline.eval_batches(split, config))
+    assert [len(b["label"]) for b in batches] == [32, 32, 32, 4]
+    normalize = A.Normalize(mean=config.normalize.mean, std=config.normalize.std)
+    expected = np.stack([normalize(image=image)["image"] for image in split.images])
+    np.testing.assert_allclose(np.concatenate([b["image"] for b in batches]), expected, atol=1e-5)
+    np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches]), split.labels)
