@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from ml_collections import config_dict
 
-HOLE_FILLS = ("mean", "black")
+from cifar_flax.config_lib import HOLE_FILLS
 
 
 class LegacyShiftScaleRotate(A.ImageOnlyTransform):

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from ml_collections import config_dict
 
+from cifar_flax.errors import CifarFlaxError
+
+HOLE_FILLS = ("mean", "black")  # augment.coarse_dropout.fill, see cifar_flax.augment
+
 # CIFAR-10 training-set statistics (0-1 scale), measured on ../shared/data (see its README).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -27,7 +31,7 @@ def base_config() -> config_dict.ConfigDict:
     config.batch_size = 128
     config.num_epochs = 30
 
-    # Optimisation: optimizer in {"sgd", "adam"}; lr_schedule in {"constant", "onecycle"}.
+    # Optimisation: optimizer in {"sgd", "adam"}; lr_schedule in {"constant", "step", "onecycle"}.
     config.optimizer = "sgd"
     config.learning_rate = 0.01
     config.momentum = 0.9  # SGD momentum, or Adam's beta1
@@ -36,16 +40,20 @@ def base_config() -> config_dict.ConfigDict:
     config.l1 = 0.0
     config.grad_clip_value = config_dict.placeholder(float)  # clip_grad_value_, before decay
     config.lr_schedule = "constant"
+    # PyTorch OneCycleLR's defaults; the LR peaks at config.learning_rate.
     config.onecycle = config_dict.ConfigDict(
         dict(
             pct_start=0.3,
             div_factor=25.0,
             final_div_factor=1e4,
+            three_phase=False,
+            anneal="cos",
             cycle_momentum=True,
             base_momentum=0.85,
             max_momentum=0.95,
         )
     )
+    config.step_schedule = config_dict.ConfigDict(dict(step_size=6, gamma=0.2))  # in epochs
 
     config.augment = augmentation()
     config.augment_workers = config_dict.placeholder(int)  # processes; None: one per CPU core
@@ -92,9 +100,84 @@ def augmentation(
     )
 
 
+def default_recipe(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
+    """Our recipe on top of a seed's (the design card's): SGD + Nesterov under OneCycle.
+
+    The network, batch size, epochs and augmentation stay the seed's, except that holes are
+    filled with the dataset mean, as the seeds intended.
+    """
+    config.optimizer = "sgd"
+    config.nesterov = True
+    config.momentum = 0.9
+    config.learning_rate = 0.1  # OneCycle's peak
+    config.lr_schedule = "onecycle"
+    config.weight_decay = 5e-4
+    config.grad_clip_value = None
+    config.augment.coarse_dropout.fill = "mean"
+    return config
+
+
 def select(arg: str | None, recipes: dict, default: str) -> config_dict.ConfigDict:
-    """The recipe named by a config file's `:arg`, with a clear error for an unknown one."""
-    name = arg or default
-    if name not in recipes:
-        raise ValueError(f"unknown config variant {name!r}; choose one of: {', '.join(recipes)}")
-    return recipes[name]()
+    """The config that a config file's `:arg` names: `[variant][,seed]`.
+
+    `variant` picks the network (default `default`); `seed` keeps that seed's own training recipe
+    as SPEC.md records it, otherwise our default recipe replaces its optimisation settings.
+    """
+    tokens = [token for token in (arg or "").split(",") if token]
+    use_seed_recipe = "seed" in tokens
+    variants = [token for token in tokens if token != "seed"]
+    name = variants[0] if variants else default
+    if name not in recipes or len(variants) > 1:
+        raise ValueError(
+            f"unknown config variant {arg!r}; use [VARIANT][,seed] with VARIANT one of: "
+            f"{', '.join(recipes)}"
+        )
+    config = recipes[name]()
+    return config if use_seed_recipe else default_recipe(config)
+
+
+def validate(config: config_dict.ConfigDict) -> None:
+    """Refuse values no run can use, with the key and what it accepts, before any work starts."""
+    augment = config.augment
+    probabilities = {
+        "augment.hflip_p": augment.hflip_p,
+        "augment.shift_scale_rotate.p": augment.shift_scale_rotate.p,
+        "augment.coarse_dropout.p": augment.coarse_dropout.p,
+        "augment.color_jitter.p": augment.color_jitter.p,
+        "augment.to_gray_p": augment.to_gray_p,
+    }
+    rules = [
+        (config.num_epochs >= 1, "num_epochs must be at least 1"),
+        (config.batch_size >= 1, "batch_size must be at least 1"),
+        (config.learning_rate > 0, "learning_rate must be positive"),
+        (0 <= config.momentum < 1, "momentum must be in [0, 1)"),
+        (config.weight_decay >= 0, "weight_decay must not be negative"),
+        (config.l1 >= 0, "l1 must not be negative"),
+        (
+            config.grad_clip_value is None or config.grad_clip_value > 0,
+            "grad_clip_value must be positive (or None for no clipping)",
+        ),
+        (config.optimizer in ("sgd", "adam"), "optimizer must be 'sgd' or 'adam'"),
+        (
+            config.lr_schedule in ("constant", "step", "onecycle"),
+            "lr_schedule must be 'constant', 'step' or 'onecycle'",
+        ),
+        (0 < config.onecycle.pct_start < 1, "onecycle.pct_start must be in (0, 1)"),
+        (config.onecycle.anneal in ("cos", "linear"), "onecycle.anneal must be 'cos' or 'linear'"),
+        (config.step_schedule.step_size >= 1, "step_schedule.step_size must be at least 1"),
+        (
+            augment.coarse_dropout.fill in HOLE_FILLS,
+            f"augment.coarse_dropout.fill must be one of {', '.join(HOLE_FILLS)}",
+        ),
+        (
+            config.augment_workers is None or config.augment_workers >= 0,
+            "augment_workers must not be negative",
+        ),
+        *(
+            (0 <= p <= 1, f"{key} must be a probability in [0, 1]")
+            for key, p in probabilities.items()
+        ),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise CifarFlaxError(f"bad config: {message}")

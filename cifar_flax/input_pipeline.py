@@ -203,10 +203,12 @@ def train_dataset(
     return _finish(dataset, config.normalize)
 
 
-def eval_dataset(split: Split, config: config_dict.ConfigDict) -> tf.data.Dataset:
+def eval_dataset(
+    split: Split, batch_size: int, normalize: config_dict.ConfigDict
+) -> tf.data.Dataset:
     """Normalised evaluation batches in split order; the last partial batch is kept."""
     dataset = tf.data.Dataset.from_tensor_slices({"image": split.images, "label": split.labels})
-    return _finish(dataset.batch(config.batch_size), config.normalize)
+    return _finish(dataset.batch(batch_size), normalize)
 
 
 def _finish(dataset: tf.data.Dataset, normalize: config_dict.ConfigDict) -> tf.data.Dataset:
@@ -227,8 +229,11 @@ def train_batches(
     return tfds.as_numpy(train_dataset(split, config, epoch, augmenter))
 
 
-def eval_batches(split: Split, config: config_dict.ConfigDict) -> Iterator[Batch]:
-    return tfds.as_numpy(eval_dataset(split, config))
+def eval_batches(
+    split: Split, batch_size: int, normalize: config_dict.ConfigDict
+) -> Iterator[Batch]:
+    """Numpy batches of `split` in order, normalised with `normalize` (mean, std)."""
+    return tfds.as_numpy(eval_dataset(split, batch_size, normalize))
 
 
 def steps_per_epoch(split: Split, batch_size: int) -> int:

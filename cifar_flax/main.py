@@ -34,11 +34,16 @@ flags.DEFINE_enum(
     "train; eval a checkpoint; summary: layers and receptive field; data: dataset facts and "
     "a grid of augmented samples.",
 )
+flags.DEFINE_enum(
+    "checkpoint", "best", ["best", "latest"], "With --mode=eval: which checkpoint to evaluate."
+)
 SAMPLE_GRID = "augmented_samples.png"
 flags.mark_flag_as_required("config")
 
 
-def run(mode: str, config: config_dict.ConfigDict, workdir: str | None) -> None:
+def run(
+    mode: str, config: config_dict.ConfigDict, workdir: str | None, checkpoint: str = "best"
+) -> None:
     """Carry out `mode`; raises CifarFlaxError for anything the user should fix."""
     if mode == "summary":
         print(format_summary(summarize(create_model(config.model), config.model)))
@@ -48,7 +53,12 @@ def run(mode: str, config: config_dict.ConfigDict, workdir: str | None) -> None:
     if mode == "data":
         describe_data(config, pathlib.Path(workdir))
         return
-    raise CifarFlaxError(f"--mode={mode} is not implemented yet; --mode=summary is available")
+    from cifar_flax import train  # TensorFlow loads only when data is needed
+
+    if mode == "train":
+        train.train_and_evaluate(config, workdir)
+    else:
+        train.evaluate(config, workdir, checkpoint)
 
 
 def describe_data(config: config_dict.ConfigDict, workdir: pathlib.Path) -> None:
@@ -100,7 +110,7 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        run(FLAGS.mode, FLAGS.config, FLAGS.workdir)
+        run(FLAGS.mode, FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
     except CifarFlaxError as error:
         sys.exit(f"error: {error}")
 

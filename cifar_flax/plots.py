@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pathlib
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
@@ -34,6 +35,29 @@ def save_image_grid(
     figure.tight_layout()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def save_training_curves(
+    records: Sequence[dict[str, Any]], path: str | pathlib.Path, title: str = ""
+) -> pathlib.Path:
+    """Loss and accuracy per epoch, train and test, from metrics.jsonl records."""
+    epochs = [record["epoch"] for record in records]
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for split in ("train", "test"):
+        loss_axis.plot(epochs, [r[f"{split}_loss"] for r in records], label=split)
+        accuracy_axis.plot(epochs, [100 * r[f"{split}_accuracy"] for r in records], label=split)
+    loss_axis.set(xlabel="epoch", ylabel="loss", title="loss")
+    accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for axis in (loss_axis, accuracy_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    path = pathlib.Path(path)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path

@@ -4,7 +4,9 @@
     --config=configs/s7.py:s7_dwsep            seed 000, 170,304 params
     --config=configs/s7.py:s7_dilated_stride   seed 001, 98,180 params
 
-Each variant carries its seed's training recipe as SPEC.md records it.
+Each function below holds its seed's training recipe as SPEC.md records it; `,seed` after the
+variant (`configs/s7.py:seed`, `configs/s7.py:s7_dwsep,seed`) trains with it, otherwise our
+default recipe (config_lib.default_recipe) replaces the optimisation settings.
 """
 
 from ml_collections import config_dict

@@ -43,17 +43,17 @@ def test_config_selects_its_model_and_has_the_required_keys(repo_root, spec, mod
 
 
 def test_unknown_variant_is_refused(repo_root):
-    with pytest.raises(ValueError, match="unknown config variant 'nope'; choose one of: s7_lite"):
+    with pytest.raises(ValueError, match="unknown config variant 'nope'; use"):
         load(repo_root, "configs/s7.py:nope")
 
 
 # (optimizer, lr, schedule, epochs, batch, weight decay, clip) as the seeds ran them.
 RECIPES = {
-    "configs/s7.py": ("adam", 0.01, "onecycle", 90, 256, 1e-4, 0.1),
-    "configs/s7.py:s7_dwsep": ("adam", 0.01, "constant", 100, 128, 0.0, None),
-    "configs/s7.py:s7_dilated_stride": ("sgd", 0.04, "constant", 36, 128, 0.0, None),
-    "configs/s9.py": ("sgd", 0.1, "constant", 25, 128, 0.0, None),
-    "configs/s6.py": ("sgd", 0.01, "constant", 62, 128, 0.0, None),
+    "configs/s7.py:seed": ("adam", 0.01, "onecycle", 90, 256, 1e-4, 0.1),
+    "configs/s7.py:s7_dwsep,seed": ("adam", 0.01, "constant", 100, 128, 0.0, None),
+    "configs/s7.py:s7_dilated_stride,seed": ("sgd", 0.04, "constant", 36, 128, 0.0, None),
+    "configs/s9.py:seed": ("sgd", 0.1, "constant", 25, 128, 0.0, None),
+    "configs/s6.py:seed": ("sgd", 0.01, "constant", 62, 128, 0.0, None),
 }
 
 
@@ -72,18 +72,31 @@ def test_seed_recipe(repo_root, spec, recipe):
     assert got == recipe
 
 
+@pytest.mark.parametrize("spec", CONFIGS)
+def test_default_recipe_is_sgd_onecycle_on_the_seed_schedule(repo_root, spec):
+    config = load(repo_root, spec)
+    seed = load(repo_root, f"{spec},seed" if ":" in spec else f"{spec}:seed")
+    assert (config.optimizer, config.nesterov, config.lr_schedule) == ("sgd", True, "onecycle")
+    assert (config.model, config.num_epochs, config.batch_size) == (
+        seed.model,
+        seed.num_epochs,
+        seed.batch_size,
+    )
+    assert config.augment.coarse_dropout.fill == "mean"
+
+
 def test_seed_augmentations(repo_root):
-    s7 = load(repo_root, "configs/s7.py").augment
+    s7 = load(repo_root, "configs/s7.py:seed").augment
     assert (s7.hflip_p, s7.shift_scale_rotate.rotate, s7.shift_scale_rotate.p) == (0.2, 15, 0.25)
     assert (s7.coarse_dropout.fill, s7.coarse_dropout.p, s7.to_gray_p) == ("mean", 0.5, 0.15)
     assert s7.color_jitter.to_dict() == dict(
         brightness=0.3, contrast=0.3, saturation=0.3, hue=0.2, p=0.25
     )
-    s9 = load(repo_root, "configs/s9.py")
+    s9 = load(repo_root, "configs/s9.py:seed")
     assert s9.augment.coarse_dropout.fill == "black"  # the seed's 0-1 fill on uint8 images
     assert s9.augment.shift_scale_rotate.to_dict() == dict(
         shift=0.0625, scale=0.1, rotate=45.0, p=0.5
     )
     assert s9.augment.color_jitter.p == 0 and s9.augment.to_gray_p == 0
-    s6 = load(repo_root, "configs/s6.py")
+    s6 = load(repo_root, "configs/s6.py:seed")
     assert tuple(s6.normalize.mean) == tuple(s6.normalize.std) == (0.5, 0.5, 0.5)

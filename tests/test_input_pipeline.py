@@ -137,7 +137,7 @@ def test_train_images_are_augmented_and_normalized(train_512):
 def test_eval_batches_only_normalize_in_order_and_keep_the_last_batch():
     split = input_pipeline.load_split(DATA_DIR, "test[:100]")
     config = small_config(batch_size=32)
-    batches = list(input_pipeline.eval_batches(split, config))
+    batches = list(input_pipeline.eval_batches(split, 32, config.normalize))
     assert [len(b["label"]) for b in batches] == [32, 32, 32, 4]
     normalize = A.Normalize(mean=config.normalize.mean, std=config.normalize.std)
     expected = np.stack([normalize(image=image)["image"] for image in split.images])

@@ -1,0 +1,183 @@
+"""Optimizer wiring (PyTorch semantics), the train/eval steps, and 8 devices = 1 device."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cifar_flax.config_lib import base_config
+from cifar_flax.errors import CifarFlaxError
+from cifar_flax.models import create_model
+from cifar_flax.steps import (
+    create_optimizer,
+    create_train_state,
+    eval_step,
+    jit_train_step,
+    make_mesh,
+    pad_batch,
+)
+from tests.conftest import REPO_ROOT
+
+PARAMS = {"w": jnp.array([1.0, -2.0, 3.0])}
+GRADS = {"w": jnp.array([0.5, -0.05, 0.2])}
+
+
+def one_update(config, params=PARAMS, grads=GRADS, steps=1):
+    optimizer = create_optimizer(config, steps_per_epoch=10)
+    state = optimizer.init(params)
+    for _ in range(steps):
+        updates, state = optimizer.update(grads, state, params)
+        params = jax.tree.map(jnp.add, params, updates)
+    return params["w"]
+
+
+def config(**overrides):
+    c = base_config()
+    c.momentum = 0.0
+    c.update(overrides)
+    return c
+
+
+def test_sgd_with_coupled_l2():
+    w, g = PARAMS["w"], GRADS["w"]
+    got = one_update(config(learning_rate=0.1, weight_decay=0.01))
+    np.testing.assert_allclose(got, w - 0.1 * (g + 0.01 * w), rtol=1e-6)
+
+
+def test_clip_by_value_comes_before_weight_decay():
+    w, g = PARAMS["w"], GRADS["w"]
+    got = one_update(config(learning_rate=0.1, weight_decay=0.01, grad_clip_value=0.1))
+    np.testing.assert_allclose(got, w - 0.1 * (np.clip(g, -0.1, 0.1) + 0.01 * w), rtol=1e-6)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_momentum_and_nesterov_follow_pytorch(nesterov):
+    w, g = np.asarray(PARAMS["w"]), np.asarray(GRADS["w"])
+    got = one_update(config(learning_rate=0.1, momentum=0.9, nesterov=nesterov), steps=3)
+    buffer = np.zeros(3)
+    for _ in range(3):  # torch.optim.SGD, dampening 0, constant gradient
+        buffer = 0.9 * buffer + g
+        w = w - 0.1 * (g + 0.9 * buffer if nesterov else buffer)
+    np.testing.assert_allclose(got, w, rtol=1e-5)
+
+
+def test_adam_beta1_cycles_with_onecycle():
+    c = config(optimizer="adam", learning_rate=0.01, lr_schedule="onecycle", num_epochs=2)
+    optimizer = create_optimizer(c, steps_per_epoch=10)
+    state = optimizer.init(PARAMS)
+    betas, rates = [], []
+    for _ in range(20):
+        _, state = optimizer.update(GRADS, state, PARAMS)
+        betas.append(float(state[-1].hyperparams["b1"]))
+        rates.append(float(state[-1].hyperparams["learning_rate"]))
+    assert betas[0] == pytest.approx(0.95) and min(betas) == pytest.approx(0.85, abs=1e-3)
+    assert rates[0] == pytest.approx(0.01 / 25) and max(rates) == pytest.approx(0.01, rel=1e-3)
+
+
+def test_unknown_optimizer():
+    with pytest.raises(CifarFlaxError, match="unknown optimizer 'rmsprop'"):
+        create_optimizer(config(optimizer="rmsprop"), 10)
+
+
+@pytest.fixture(scope="module")
+def s7_lite_state():
+    model = create_model("s7_lite")
+    c = base_config()
+    c.optimizer, c.learning_rate = "adam", 0.01
+    return model, create_train_state(model, c, steps_per_epoch=10)
+
+
+def random_batch(size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.normal(size=(size, 32, 32, 3)).astype(np.float32),
+        "label": rng.integers(0, 10, size).astype(np.int32),
+    }
+
+
+def test_train_steps_fit_a_batch(s7_lite_state):
+    _, state = s7_lite_state
+    step = jit_train_step(make_mesh())
+    state = jax.tree.map(jnp.copy, state)  # the step donates its input
+    batch = random_batch()
+    losses = []
+    for _ in range(15):
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < 0.7 * losses[0]
+    assert int(state.step) == 15
+
+
+def test_eval_step_ignores_padding(s7_lite_state):
+    model, state = s7_lite_state
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    batch = random_batch(10)
+    full = eval_step(model.apply, variables, pad_batch(batch, 10))
+    padded = eval_step(model.apply, variables, pad_batch({k: v[:6] for k, v in batch.items()}, 10))
+    part = eval_step(model.apply, variables, pad_batch({k: v[:6] for k, v in batch.items()}, 6))
+    assert float(padded["loss_sum"]) == pytest.approx(float(part["loss_sum"]), rel=1e-5)
+    assert int(padded["correct"]) == int(part["correct"]) <= int(full["correct"])
+
+
+def test_pad_batch():
+    batch = pad_batch(random_batch(5), 8)
+    assert batch["image"].shape == (8, 32, 32, 3)
+    np.testing.assert_array_equal(batch["mask"], [1, 1, 1, 1, 1, 0, 0, 0])
+    assert not batch["image"][5:].any()
+
+
+EIGHT_DEVICES = textwrap.dedent(
+    """
+    import jax, numpy as np
+    from cifar_flax.config_lib import base_config
+    from cifar_flax.models import create_model
+    from cifar_flax.steps import create_train_state, jit_train_step, make_mesh, replicated
+    assert jax.device_count() == 8
+    config = base_config()
+    config.optimizer, config.learning_rate = "sgd", 0.05
+    model = create_model("s7_dwsep")  # dropout, BatchNorm and a depthwise conv
+    rng = np.random.default_rng(0)
+    batches = [{"image": rng.normal(size=(64, 32, 32, 3)).astype(np.float32),
+                "label": rng.integers(0, 10, 64).astype(np.int32)} for _ in range(3)]
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = make_mesh(devices)
+        state = create_train_state(model, config, steps_per_epoch=3)
+        state = jax.device_put(state, replicated(mesh))
+        step = jit_train_step(mesh)
+        losses = []
+        for batch in batches:
+            state, metrics = step(state, batch)
+            losses.append(float(metrics["loss"]))
+        results.append((losses, jax.device_get(state.params), jax.device_get(state.batch_stats)))
+    (one_losses, one_params, one_stats), (eight_losses, eight_params, eight_stats) = results
+    np.testing.assert_allclose(one_losses, eight_losses, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves((one_params, one_stats)),
+                    jax.tree.leaves((eight_params, eight_stats))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    print("losses", one_losses, eight_losses)
+    """
+)
+
+
+def test_eight_cpu_devices_match_one():
+    result = subprocess.run(
+        [sys.executable, "-c", EIGHT_DEVICES],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+            "JAX_PLATFORMS": "cpu",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "losses" in result.stdout
