@@ -126,5 +126,5 @@ def incompatible(manager: ocp.CheckpointManager, step: int, error: Exception) ->
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return CifarFlaxError(
         f"checkpoint {manager.directory / str(step)} cannot be restored (damaged, or written by "
-        f"an incompatible version or model): {first_line[:300]}"
+        f"another version, model or optimizer): {first_line[:300]}"
     )

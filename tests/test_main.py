@@ -48,7 +48,7 @@ def test_summary(repo_root, tmp_path, args, expected):
         (["--config.model=resnet"], "error: unknown model 'resnet'; choose one of: s7_dwsep,"),
         (["--config.modle=s7_lite"], "error: unknown config key 'modle'; Did you mean \"model\""),
         (["--config.batch_size=many"], "error: flag --config.batch_size=many: invalid literal"),
-        (["--mode=train"], "error: --mode=train is not implemented yet"),
+        (["--mode=train"], "error: --mode=train writes to a directory: pass --workdir=DIR"),
     ],
 )
 def test_bad_input_is_one_line(repo_root, args, message):
@@ -108,4 +108,20 @@ def test_data_mode_without_data_is_one_clear_line(repo_root, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: CIFAR-10 is not prepared in")
     assert "--config.data_dir" in last and "scripts/prepare_cifar10.py" in last
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mode=eval"], "error: no checkpoint in"),
+        (["--mode=train", "--config.batch_size=0"], "error: bad config: batch_size must be"),
+        (["--mode=train", "--config.learning_rate=-1"], "error: bad config: learning_rate must"),
+        (["--mode=train", "--config.num_epochs=0"], "error: bad config: num_epochs must be"),
+    ],
+)
+def test_train_and_eval_errors_are_one_line(repo_root, tmp_path, args, message):
+    result = cli(repo_root, "--config=configs/s7.py", f"--workdir={tmp_path}", *args)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
     assert "Traceback" not in result.stderr

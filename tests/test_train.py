@@ -1,0 +1,166 @@
+"""Short real runs on slices of ../shared/data/tfds: learning, checkpoints, eval, resume, errors."""
+
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from cifar_flax import checkpoints, train
+from cifar_flax.errors import CifarFlaxError
+
+DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
+pytestmark = pytest.mark.skipif(
+    not (DATA_DIR / "cifar10").exists(), reason="../shared/data/tfds is not here"
+)
+
+
+def make_config(**overrides):
+    """configs/s7.py's seed recipe (Adam), shrunk to 512 train / 256 test images."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "s7", pathlib.Path(__file__).resolve().parents[1] / "configs" / "s7.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("seed")
+    config.update(
+        dict(
+            data_dir=str(DATA_DIR),
+            train_split="train[:512]",
+            eval_split="test[:256]",
+            batch_size=64,
+            num_epochs=2,
+            lr_schedule="constant",
+            augment_workers=0,
+            download=False,
+        )
+    )
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("two_epochs")
+    record = train.train_and_evaluate(make_config(), str(workdir))
+    return workdir, record
+
+
+def records(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_learns_and_writes_everything(two_epochs):
+    workdir, record = two_epochs
+    first, second = records(workdir)
+    assert second == record
+    assert second["train_loss"] < first["train_loss"]
+    assert (first["epoch"], second["epoch"], second["step"]) == (1, 2, 16)  # 512 // 64 per epoch
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+        "1",
+        "2",
+    ]
+    assert (workdir / "curves.png").stat().st_size > 10_000
+    assert any((workdir / "tensorboard").iterdir())
+
+
+def test_eval_reproduces_the_last_test_accuracy(two_epochs, capsys):
+    workdir, record = two_epochs
+    report = train.evaluate(make_config(), str(workdir), which="latest")
+    assert report["correct"] == record["test_correct"] and report["count"] == 256
+    assert report["accuracy"] == record["test_accuracy"]
+    out = capsys.readouterr().out
+    percent = 100 * record["test_correct"] / 256
+    assert f"Test accuracy: {percent:.2f}% ({record['test_correct']}/256)" in out
+    saved = json.loads((workdir / "eval.json").read_text())
+    assert np.array(saved["confusion_matrix"]).sum() == 256
+    assert (workdir / "misclassified.png").exists()
+
+
+def test_eval_needs_only_the_model_name_from_the_checkpoint(two_epochs):
+    workdir, record = two_epochs
+    other = make_config(model="s6_grouped", batch_size=32)  # another config entirely
+    other.normalize.mean = (0.5, 0.5, 0.5)
+    report = train.evaluate(other, str(workdir), which="latest")
+    assert (report["model"], report["correct"]) == ("s7_lite", record["test_correct"])
+
+
+def test_resume_equals_an_uninterrupted_run(two_epochs, tmp_path):
+    _, uninterrupted = two_epochs
+    train.train_and_evaluate(make_config(num_epochs=1), str(tmp_path))
+    resumed = train.train_and_evaluate(make_config(), str(tmp_path))
+    assert resumed == {
+        **uninterrupted,
+        **{k: resumed[k] for k in ("epoch_seconds", "train_images_per_second")},
+    }
+    assert [r["epoch"] for r in records(tmp_path)] == [1, 2]
+
+
+def test_finished_run_is_not_trained_again(two_epochs, capsys):
+    workdir, record = two_epochs
+    again = train.train_and_evaluate(make_config(), str(workdir))
+    assert again == record
+    assert "already holds all 2 epochs" in capsys.readouterr().out
+
+
+def test_checkpoints_of_another_model_are_refused(two_epochs, tmp_path):
+    workdir, _ = two_epochs
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    with pytest.raises(CifarFlaxError, match="holds checkpoints of s7_lite, not s7_dwsep"):
+        train.train_and_evaluate(make_config(model="s7_dwsep"), str(copy))
+
+
+def test_a_checkpoint_that_does_not_fit_its_model_is_one_clear_error(two_epochs, tmp_path):
+    workdir, _ = two_epochs
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    meta = copy / "checkpoints" / "2" / "meta" / "metadata"
+    meta.write_text(meta.read_text().replace('"s7_lite"', '"s6_grouped"'))
+    with pytest.raises(CifarFlaxError, match="cannot be restored") as error:
+        train.evaluate(make_config(), str(copy), which="latest")
+    assert "\n" not in str(error.value)
+
+
+def test_eval_without_checkpoints(tmp_path):
+    with pytest.raises(CifarFlaxError, match="no checkpoint in"):
+        train.evaluate(make_config(), str(tmp_path))
+
+
+def test_non_finite_loss_stops_and_keeps_earlier_checkpoints(two_epochs, tmp_path):
+    workdir, _ = two_epochs
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    exploding = make_config(num_epochs=4, learning_rate=1e12)
+    with pytest.raises(train.NonFiniteLossError, match=r"at step \d+ \(epoch 3\)"):
+        train.train_and_evaluate(exploding, str(copy))
+    manager = checkpoints.open_manager(copy, create=False)
+    assert manager.all_steps() == [1, 2]
+    manager.close()
+    report = train.evaluate(make_config(), str(copy), which="latest")
+    assert report["epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(batch_size=0), "batch_size must be at least 1"),
+        (dict(learning_rate=-0.1), "learning_rate must be positive"),
+        (dict(num_epochs=0), "num_epochs must be at least 1"),
+        (dict(batch_size=1024), "fewer than one batch of 1024"),
+        (dict(model="vgg"), "unknown model 'vgg'"),
+    ],
+)
+def test_bad_values_are_refused_before_any_work(tmp_path, overrides, message):
+    with pytest.raises(CifarFlaxError, match=message):
+        train.train_and_evaluate(make_config(**overrides), str(tmp_path / "run"))
+
+
+def test_unwritable_workdir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(CifarFlaxError, match="cannot write to --workdir"):
+        train.train_and_evaluate(make_config(), str(blocker / "run"))
