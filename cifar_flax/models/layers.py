@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
+
+from cifar_flax.models.conv import conv2d
 
 # PyTorch's default Conv/Linear weight init, kaiming_uniform(a=sqrt(5)), is U(+-1/sqrt(fan_in)).
 torch_kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
@@ -72,16 +73,7 @@ class Conv2d(nn.Module):
             torch_kernel_init,
             (self.kernel_size, self.kernel_size, group_in, self.features),
         )
-        pad = (self.padding, self.padding)
-        y = lax.conv_general_dilated(
-            x,
-            kernel,
-            window_strides=(self.stride, self.stride),
-            padding=(pad, pad),
-            rhs_dilation=(self.dilation, self.dilation),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=self.groups,
-        )
+        y = conv2d(x, kernel, self.stride, self.padding, self.dilation, self.groups)
         if self.use_bias:
             fan_in = group_in * self.kernel_size**2
             y = y + self.param("bias", torch_bias_init(fan_in), (self.features,))

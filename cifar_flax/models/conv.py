@@ -1,0 +1,100 @@
+"""2-D convolution with the same parameters and outputs on every backend, fast on the CPU.
+
+XLA's CPU backend runs grouped and depthwise convolutions (`feature_group_count > 1`) far slower
+than dense ones (jax-ml/jax#23713, #26266): a 3x3 depthwise conv over 64 channels at 8x8, batch
+128, took 32.5 ms forward + backward here against PyTorch's 0.9 ms. On the CPU, therefore:
+
+* depthwise (one input channel per group) becomes k*k shifted multiply-adds, which XLA fuses
+  into a single loop over the output;
+* grouped becomes one dense conv with a block-diagonal kernel, built from the grouped kernel
+  (more FLOPs, but on the dense path XLA runs well; gradients flow to the grouped kernel only).
+
+Both take the `feature_group_count` kernel layout (HWIO with in // groups inputs), so parameters
+and checkpoints are the same whichever path runs; other backends keep the native grouped conv.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+def native_conv(
+    x: jax.Array, kernel: jax.Array, stride: int, padding: int, dilation: int, groups: int
+) -> jax.Array:
+    """`lax.conv_general_dilated` with PyTorch-style symmetric padding."""
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        rhs_dilation=(dilation, dilation),
+        dimension_numbers=DIMENSIONS,
+        feature_group_count=groups,
+    )
+
+
+def shifted_depthwise_conv(
+    x: jax.Array, kernel: jax.Array, stride: int, padding: int, dilation: int
+) -> jax.Array:
+    """Depthwise conv as a sum of k*k strided windows, each times one tap of the kernel.
+
+    `kernel` is (k, k, 1, C * multiplier); output channel o reads input channel o // multiplier,
+    as with `feature_group_count = C`.
+    """
+    size = kernel.shape[0]
+    multiplier = kernel.shape[-1] // x.shape[-1]
+    if multiplier > 1:
+        x = jnp.repeat(x, multiplier, axis=-1)
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    batch, height, width, channels = x.shape
+    out_height = (height - dilation * (size - 1) - 1) // stride + 1
+    out_width = (width - dilation * (size - 1) - 1) // stride + 1
+    total = None
+    for i in range(size):
+        for j in range(size):
+            window = lax.slice(
+                x,
+                (0, i * dilation, j * dilation, 0),
+                (
+                    batch,
+                    i * dilation + (out_height - 1) * stride + 1,
+                    j * dilation + (out_width - 1) * stride + 1,
+                    channels,
+                ),
+                (1, stride, stride, 1),
+            )
+            term = window * kernel[i, j, 0]
+            total = term if total is None else total + term
+    return total
+
+
+def block_diagonal_kernel(kernel: jax.Array, groups: int) -> jax.Array:
+    """The dense (k, k, in, out) kernel equal to a grouped (k, k, in // groups, out) one."""
+    size, _, group_in, features = kernel.shape
+    group_out = features // groups
+    grouped = kernel.reshape(size, size, group_in, groups, group_out)
+    eye = jnp.eye(groups, dtype=kernel.dtype)
+    # dense[h, w, g * group_in + i, G * group_out + o] = grouped[h, w, i, G, o] * [g == G]
+    dense = jnp.einsum("hwiGo,gG->hwgiGo", grouped, eye)
+    return dense.reshape(size, size, groups * group_in, features)
+
+
+def conv2d(
+    x: jax.Array,
+    kernel: jax.Array,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    groups: int = 1,
+    backend: str | None = None,
+) -> jax.Array:
+    """NHWC conv with a `feature_group_count`-layout kernel, by the fastest path for `backend`."""
+    if groups == 1 or (backend or jax.default_backend()) != "cpu":
+        return native_conv(x, kernel, stride, padding, dilation, groups)
+    if kernel.shape[2] == 1:  # one input channel per group: depthwise
+        return shifted_depthwise_conv(x, kernel, stride, padding, dilation)
+    return native_conv(x, block_diagonal_kernel(kernel, groups), stride, padding, dilation, 1)

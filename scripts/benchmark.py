@@ -1,0 +1,209 @@
+r"""Steady-state throughput of the training step, the eval step and the input pipeline.
+
+    python scripts/benchmark.py --models=all --batch_size=128 [--torch] [--data_dir=DIR]
+
+For each network it prints one line:
+
+    NAME train_img_per_s=... eval_img_per_s=... input_img_per_s=... [torch_img_per_s=... ratio=...]
+
+Steps run on one fixed synthetic batch (the same for JAX and PyTorch), after compilation and
+warm-up; each figure is the median of --repeats timings of --steps steps. The input pipeline is
+timed on real data (a --input_images slice of --data_dir) with the augmentation of the config
+that trains the network, over one epoch after a warm-up epoch (worker start-up excluded).
+`ratio` = JAX train / PyTorch train, the PyTorch original (../shared/reference/torch_seeds.py,
+channels_last, SGD momentum, cross-entropy) measured in the same run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from cifar_flax.config_lib import base_config
+from cifar_flax.console import quiet_library_logs
+from cifar_flax.models import MODELS, create_model
+from cifar_flax.steps import (
+    create_train_state,
+    jit_eval_step,
+    jit_train_step,
+    make_mesh,
+    pad_batch,
+    replicated,
+)
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+# The config (file, variant) that trains each network: its augmentation feeds the input timing.
+CONFIG_OF = {
+    "s7_dwsep": ("s7.py", "s7_dwsep"),
+    "s7_dilated_stride": ("s7.py", "s7_dilated_stride"),
+    "s9_inverted_residual": ("s9.py", None),
+    "s7_lite": ("s7.py", None),
+    "s6_grouped": ("s6.py", None),
+}
+SEED_OF = {
+    "s7_dwsep": "000",
+    "s7_dilated_stride": "001",
+    "s9_inverted_residual": "002",
+    "s7_lite": "003",
+    "s6_grouped": "004",
+}
+
+_MODELS = flags.DEFINE_string("models", "all", "Comma-separated network names, or 'all'.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Images per step.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Steps per timing.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per figure (the median is printed).")
+_TORCH = flags.DEFINE_boolean("torch", False, "Also time the PyTorch original.")
+_INPUT = flags.DEFINE_boolean("input", True, "Time the input pipeline on real data.")
+_DATA_DIR = flags.DEFINE_string("data_dir", str(SHARED / "data" / "tfds"), "tfds data_dir.")
+_INPUT_IMAGES = flags.DEFINE_integer("input_images", 10_000, "Images per input-pipeline epoch.")
+_WORKERS = flags.DEFINE_integer("augment_workers", None, "Augmentation processes (default: auto).")
+
+
+def median_rate(run_steps: Callable[[], None], images: int, repeats: int) -> float:
+    """Median images per second of `run_steps` (which must block until its work is done)."""
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run_steps()
+        rates.append(images / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def synthetic_batch(batch_size: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "image": rng.normal(size=(batch_size, 32, 32, 3)).astype(np.float32),
+        "label": rng.integers(0, 10, batch_size).astype(np.int32),
+    }
+
+
+def jax_rates(name: str, batch_size: int, steps: int, repeats: int) -> tuple[float, float]:
+    """(train, eval) images per second of network `name` on one device."""
+    mesh = make_mesh(jax.devices()[:1])
+    config = base_config()
+    config.optimizer, config.momentum = "sgd", 0.9  # as the PyTorch side
+    model = create_model(name)
+    state = jax.device_put(create_train_state(model, config, steps_per_epoch=100), replicated(mesh))
+    batch = jax.device_put(synthetic_batch(batch_size))
+    train_step = jit_train_step(mesh)
+
+    def train_steps() -> None:
+        nonlocal state
+        for _ in range(steps):
+            state, metrics = train_step(state, batch)
+        jax.block_until_ready(metrics)
+
+    train_steps()  # compile and warm up
+    train = median_rate(train_steps, steps * batch_size, repeats)
+
+    eval_step = jit_eval_step(mesh, model.apply)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    eval_batch = jax.device_put(pad_batch(synthetic_batch(batch_size), batch_size))
+
+    def eval_steps() -> None:
+        for _ in range(steps):
+            metrics = eval_step(variables, eval_batch)
+        jax.block_until_ready(metrics)
+
+    eval_steps()
+    return train, median_rate(eval_steps, steps * batch_size, repeats)
+
+
+def torch_rate(name: str, batch_size: int, steps: int, repeats: int) -> float:
+    """Training images per second of the PyTorch original, as torch_seeds.py's bench runs it."""
+    import torch
+    import torch.nn.functional as F
+
+    spec = importlib.util.spec_from_file_location(
+        "torch_seeds", SHARED / "reference" / "torch_seeds.py"
+    )
+    torch_seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(torch_seeds)
+    torch.manual_seed(0)
+    model = torch_seeds.MODELS[SEED_OF[name]][0]().to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    batch = synthetic_batch(batch_size)
+    images = torch.from_numpy(batch["image"].transpose(0, 3, 1, 2).copy()).to(
+        memory_format=torch.channels_last
+    )
+    labels = torch.from_numpy(batch["label"]).long()
+
+    def train_steps() -> None:
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(images), labels).backward()
+            optimizer.step()
+
+    train_steps()
+    return median_rate(train_steps, steps * batch_size, repeats)
+
+
+def input_rate(name: str, batch_size: int, images: int, workers: int | None) -> float:
+    """Images per second of one epoch of the training input pipeline (after a warm-up epoch)."""
+    from cifar_flax import input_pipeline
+
+    file, variant = CONFIG_OF[name]
+    spec = importlib.util.spec_from_file_location("config", REPO_ROOT / "configs" / file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant)
+    config.batch_size = batch_size
+    split = input_pipeline.load_split(_DATA_DIR.value, f"train[:{images}]", download=False)
+    workers = input_pipeline.default_workers() if workers is None else workers
+    with input_pipeline.Augmenter(config.augment, config.normalize.mean, workers) as augmenter:
+        for _ in input_pipeline.train_batches(split, config, 0, augmenter):
+            pass
+        started = time.perf_counter()
+        count = sum(
+            len(batch["label"])
+            for batch in input_pipeline.train_batches(split, config, 1, augmenter)
+        )
+    return count / (time.perf_counter() - started)
+
+
+def describe_machine() -> str:
+    device = jax.devices()[0]
+    return (
+        f"# jax {jax.__version__} on {device.platform} ({device.device_kind}), "
+        f"{jax.device_count()} device(s); host {platform.machine()} with "
+        f"{os.cpu_count()} CPUs"
+    )
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    quiet_library_logs()
+    names = list(MODELS) if _MODELS.value == "all" else _MODELS.value.split(",")
+    unknown = [name for name in names if name not in MODELS]
+    if unknown:
+        sys.exit(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    print(describe_machine(), flush=True)
+    if _INPUT.value:
+        from cifar_flax import input_pipeline
+
+        input_pipeline.hide_gpus_from_tensorflow()
+    for name in names:
+        train, evaluate = jax_rates(name, _BATCH_SIZE.value, _STEPS.value, _REPEATS.value)
+        fields = [f"train_img_per_s={train:.0f}", f"eval_img_per_s={evaluate:.0f}"]
+        if _INPUT.value:
+            rate = input_rate(name, _BATCH_SIZE.value, _INPUT_IMAGES.value, _WORKERS.value)
+            fields.append(f"input_img_per_s={rate:.0f}")
+        if _TORCH.value:
+            torch = torch_rate(name, _BATCH_SIZE.value, _STEPS.value, _REPEATS.value)
+            fields += [f"torch_img_per_s={torch:.0f}", f"ratio={train / torch:.2f}"]
+        print(f"{name} {' '.join(fields)}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
