@@ -11,7 +11,7 @@ warm-up; each figure is the median of --repeats timings of --steps steps. The in
 timed on real data (a --input_images slice of --data_dir) with the augmentation of the config
 that trains the network, over one epoch after a warm-up epoch (worker start-up excluded).
 `ratio` = JAX train / PyTorch train, the PyTorch original (../shared/reference/torch_seeds.py,
-channels_last, SGD momentum, cross-entropy) measured in the same run.
+channels_last, SGD momentum, cross-entropy) measured in the same run on the same kind of device.
 """
 
 from __future__ import annotations
@@ -130,20 +130,26 @@ def torch_rate(name: str, batch_size: int, steps: int, repeats: int) -> float:
     )
     torch_seeds = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(torch_seeds)
+    # The same kind of device as JAX's: a GPU run compares GPU against GPU.
+    use_cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    device = torch.device("cuda" if use_cuda else "cpu")
     torch.manual_seed(0)
-    model = torch_seeds.MODELS[SEED_OF[name]][0]().to(memory_format=torch.channels_last).train()
+    model = torch_seeds.MODELS[SEED_OF[name]][0]()
+    model = model.to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batch = synthetic_batch(batch_size)
     images = torch.from_numpy(batch["image"].transpose(0, 3, 1, 2).copy()).to(
-        memory_format=torch.channels_last
+        device, memory_format=torch.channels_last
     )
-    labels = torch.from_numpy(batch["label"]).long()
+    labels = torch.from_numpy(batch["label"]).long().to(device)
 
     def train_steps() -> None:
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(images), labels).backward()
             optimizer.step()
+        if use_cuda:
+            torch.cuda.synchronize()
 
     train_steps()
     return median_rate(train_steps, steps * batch_size, repeats)
