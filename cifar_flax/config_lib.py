@@ -6,6 +6,10 @@ directory (ml_collections imports config files by path, so `configs/` is not imp
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+import types
+
 from ml_collections import config_dict
 
 from cifar_flax.errors import CifarFlaxError
@@ -15,6 +19,24 @@ HOLE_FILLS = ("mean", "black")  # augment.coarse_dropout.fill, see cifar_flax.au
 # CIFAR-10 training-set statistics (0-1 scale), measured on ../shared/data (see its README).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def import_file(path: str | pathlib.Path, name: str | None = None) -> types.ModuleType:
+    """Import a Python file by path (config files, scripts, the PyTorch reference)."""
+    path = pathlib.Path(path)
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_config(spec: str | pathlib.Path) -> config_dict.ConfigDict:
+    """The config that `--config=SPEC` gives, e.g. "configs/s7.py:s7_dwsep,seed"."""
+    path, _, arg = str(spec).partition(":")
+    module = import_file(path, "config")
+    return module.get_config(arg) if arg else module.get_config()
 
 
 def base_config() -> config_dict.ConfigDict:

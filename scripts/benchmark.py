@@ -16,7 +16,6 @@ channels_last, SGD momentum, cross-entropy) measured in the same run on the same
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 import platform
@@ -29,9 +28,9 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from cifar_flax.config_lib import base_config
+from cifar_flax.config_lib import base_config, import_file, load_config
 from cifar_flax.console import quiet_library_logs
-from cifar_flax.models import MODELS, create_model
+from cifar_flax.models import MODELS, SEEDS, create_model
 from cifar_flax.steps import (
     create_train_state,
     jit_eval_step,
@@ -43,20 +42,13 @@ from cifar_flax.steps import (
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
-# The config (file, variant) that trains each network: its augmentation feeds the input timing.
+# The config that trains each network: its augmentation feeds the input timing.
 CONFIG_OF = {
-    "s7_dwsep": ("s7.py", "s7_dwsep"),
-    "s7_dilated_stride": ("s7.py", "s7_dilated_stride"),
-    "s9_inverted_residual": ("s9.py", None),
-    "s7_lite": ("s7.py", None),
-    "s6_grouped": ("s6.py", None),
-}
-SEED_OF = {
-    "s7_dwsep": "000",
-    "s7_dilated_stride": "001",
-    "s9_inverted_residual": "002",
-    "s7_lite": "003",
-    "s6_grouped": "004",
+    "s7_dwsep": "configs/s7.py:s7_dwsep",
+    "s7_dilated_stride": "configs/s7.py:s7_dilated_stride",
+    "s9_inverted_residual": "configs/s9.py",
+    "s7_lite": "configs/s7.py",
+    "s6_grouped": "configs/s6.py",
 }
 
 _MODELS = flags.DEFINE_string("models", "all", "Comma-separated network names, or 'all'.")
@@ -125,16 +117,12 @@ def torch_rate(name: str, batch_size: int, steps: int, repeats: int) -> float:
     import torch
     import torch.nn.functional as F
 
-    spec = importlib.util.spec_from_file_location(
-        "torch_seeds", SHARED / "reference" / "torch_seeds.py"
-    )
-    torch_seeds = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(torch_seeds)
+    torch_seeds = import_file(SHARED / "reference" / "torch_seeds.py")
     # The same kind of device as JAX's: a GPU run compares GPU against GPU.
     use_cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
     torch.manual_seed(0)
-    model = torch_seeds.MODELS[SEED_OF[name]][0]()
+    model = torch_seeds.MODELS[SEEDS[name]][0]()
     model = model.to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batch = synthetic_batch(batch_size)
@@ -159,11 +147,7 @@ def input_rate(name: str, batch_size: int, images: int, workers: int | None) -> 
     """Images per second of one epoch of the training input pipeline (after a warm-up epoch)."""
     from cifar_flax import input_pipeline
 
-    file, variant = CONFIG_OF[name]
-    spec = importlib.util.spec_from_file_location("config", REPO_ROOT / "configs" / file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant)
+    config = load_config(REPO_ROOT / CONFIG_OF[name])
     config.batch_size = batch_size
     split = input_pipeline.load_split(_DATA_DIR.value, f"train[:{images}]", download=False)
     workers = input_pipeline.default_workers() if workers is None else workers

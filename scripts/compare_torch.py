@@ -11,7 +11,6 @@ Needs torch (not a project dependency; `pip install torch` CPU build is enough).
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import sys
 from typing import Any
@@ -21,33 +20,19 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from cifar_flax.config_lib import import_file
 from cifar_flax.console import quiet_library_logs
-from cifar_flax.models import MODELS, create_model
+from cifar_flax.models import MODELS, SEEDS, create_model
 from cifar_flax.models.layers import Conv2d
 from cifar_flax.summary import trace_calls
 
 DEFAULT_TORCH_SEEDS = (
     pathlib.Path(__file__).resolve().parents[2] / "shared/reference/torch_seeds.py"
 )
-# The seed each registered network reproduces, as torch_seeds.MODELS names them.
-SEED_OF = {
-    "s7_dwsep": "000",
-    "s7_dilated_stride": "001",
-    "s9_inverted_residual": "002",
-    "s7_lite": "003",
-    "s6_grouped": "004",
-}
 TOLERANCE = 1e-4
 
 _TORCH_SEEDS = flags.DEFINE_string("torch_seeds", str(DEFAULT_TORCH_SEEDS), "torch_seeds.py")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Random images per comparison.")
-
-
-def load_torch_seeds(path: str | pathlib.Path) -> Any:
-    spec = importlib.util.spec_from_file_location("torch_seeds", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def randomize_batch_norm(torch_model: Any, seed: int) -> None:
@@ -130,7 +115,7 @@ def max_logit_difference(name: str, torch_seeds: Any, batch_size: int, seed: int
     import torch
 
     torch.manual_seed(seed)
-    torch_model = torch_seeds.MODELS[SEED_OF[name]][0]().eval()
+    torch_model = torch_seeds.MODELS[SEEDS[name]][0]().eval()
     randomize_batch_norm(torch_model, seed)
     flax_model = create_model(name)
     variables = flax_variables_from_torch(flax_model, torch_model)
@@ -148,14 +133,14 @@ def main(argv: list[str]) -> None:
         import torch  # noqa: F401
     except ImportError:
         sys.exit("error: torch is not installed; `pip install torch` (the CPU build is enough)")
-    torch_seeds = load_torch_seeds(_TORCH_SEEDS.value)
+    torch_seeds = import_file(_TORCH_SEEDS.value)
     worst = 0.0
     for name in MODELS:
         difference = max_logit_difference(name, torch_seeds, _BATCH_SIZE.value)
         worst = max(worst, difference)
         verdict = "OK" if difference <= TOLERANCE else "MISMATCH"
         print(
-            f"{name:22s} seed {SEED_OF[name]}  max |logit difference| = {difference:.2e}  {verdict}"
+            f"{name:22s} seed {SEEDS[name]}  max |logit difference| = {difference:.2e}  {verdict}"
         )
     if worst > TOLERANCE:
         sys.exit(f"error: a network differs from PyTorch by more than {TOLERANCE:g}")

@@ -1,9 +1,8 @@
 """The configs in configs/: required keys, variants, and each seed's recipe from SPEC.md."""
 
-import importlib.util
-
 import pytest
 
+from cifar_flax.config_lib import load_config
 from cifar_flax.models import MODELS
 
 REQUIRED_KEYS = {
@@ -25,12 +24,8 @@ CONFIGS = {
 }
 
 
-def load(repo_root, spec_string):
-    path, _, variant = spec_string.partition(":")
-    spec = importlib.util.spec_from_file_location("config", repo_root / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant) if variant else module.get_config()
+def load(repo_root, spec):
+    return load_config(repo_root / spec)
 
 
 @pytest.mark.parametrize(("spec", "model"), CONFIGS.items())

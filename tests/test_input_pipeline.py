@@ -1,7 +1,5 @@
 """Loading, slicing, statistics, the train/eval pipelines and the missing-data error."""
 
-import pathlib
-
 import albumentations as A
 import numpy as np
 import pytest
@@ -9,11 +7,9 @@ import pytest
 from cifar_flax import input_pipeline
 from cifar_flax.config_lib import augmentation, base_config
 from cifar_flax.errors import CifarFlaxError
+from tests.conftest import DATA_DIR, needs_data
 
-DATA_DIR = str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds")
-needs_data = pytest.mark.skipif(
-    not pathlib.Path(DATA_DIR, "cifar10").exists(), reason="../shared/data/tfds is not here"
-)
+DATA_DIR = str(DATA_DIR)
 
 
 @pytest.fixture(scope="module")

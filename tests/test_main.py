@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import DATA_DIR, needs_data
 
 EXPECTED = {
     ("configs/s7.py",): ("97,284", "69 (109"),
@@ -72,10 +72,7 @@ def test_bad_config_file_is_one_line(repo_root, config, message):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "tfds"
-
-
-@pytest.mark.skipif(not (DATA_DIR / "cifar10").exists(), reason="../shared/data/tfds is not here")
+@needs_data
 def test_data_mode_prints_counts_and_statistics_and_writes_the_grid(repo_root, tmp_path):
     result = cli(
         repo_root,

@@ -1,6 +1,5 @@
 """scripts/prepare_cifar10.py: official archives (written here, small) -> tfds, offline."""
 
-import importlib.util
 import pickle
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from cifar_flax.config_lib import import_file
 from tests.conftest import REPO_ROOT
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -18,12 +18,8 @@ BATCHES = [(f"data_batch_{i}", 60) for i in range(1, 6)] + [("test_batch", 50)]
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location(
-        "prepare_cifar10", REPO_ROOT / "scripts" / "prepare_cifar10.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # defines the script's absl flags: load it once
-    return module
+    # Importing the script defines its absl flags: once per test session.
+    return import_file(REPO_ROOT / "scripts" / "prepare_cifar10.py")
 
 
 @pytest.fixture(scope="module")

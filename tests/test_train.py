@@ -1,31 +1,22 @@
 """Short real runs on slices of ../shared/data/tfds: learning, checkpoints, eval, resume, errors."""
 
 import json
-import pathlib
 import shutil
 
 import numpy as np
 import pytest
 
 from cifar_flax import checkpoints, train
+from cifar_flax.config_lib import load_config
 from cifar_flax.errors import CifarFlaxError
+from tests.conftest import DATA_DIR, REPO_ROOT, needs_data
 
-DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
-pytestmark = pytest.mark.skipif(
-    not (DATA_DIR / "cifar10").exists(), reason="../shared/data/tfds is not here"
-)
+pytestmark = needs_data
 
 
 def make_config(**overrides):
     """configs/s7.py's seed recipe (Adam), shrunk to 512 train / 256 test images."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "s7", pathlib.Path(__file__).resolve().parents[1] / "configs" / "s7.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("seed")
+    config = load_config(REPO_ROOT / "configs" / "s7.py:seed")
     config.update(
         dict(
             data_dir=str(DATA_DIR),

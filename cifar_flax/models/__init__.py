@@ -1,5 +1,5 @@
 """Seed networks and their building blocks."""
 
-from cifar_flax.models.nets import MODELS, create_model
+from cifar_flax.models.nets import MODELS, SEEDS, create_model
 
-__all__ = ["MODELS", "create_model"]
+__all__ = ["MODELS", "SEEDS", "create_model"]

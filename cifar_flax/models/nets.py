@@ -167,6 +167,16 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
+# The seed each network reproduces (../shared/seeds/SPEC.md, ../shared/reference/torch_seeds.py).
+SEEDS: dict[str, str] = {
+    "s7_dwsep": "000",
+    "s7_dilated_stride": "001",
+    "s9_inverted_residual": "002",
+    "s7_lite": "003",
+    "s6_grouped": "004",
+}
+
+
 def create_model(name: str) -> nn.Module:
     """The seed network registered under `name`, with the seed's own hyper-parameters."""
     try:
