@@ -23,6 +23,8 @@ import dataclasses
 import multiprocessing
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -115,9 +117,17 @@ def derive_seed(*entropy: int) -> int:
 _worker_transform = None
 
 
-def _init_worker(augment: dict, mean: Sequence[float]) -> None:
+def _init_worker(augment: dict, mean: Sequence[float], parent: int) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     global _worker_transform  # one transform per worker process
     _worker_transform = build_train_transform(config_dict.ConfigDict(augment), mean)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A killed training process cannot stop its pool: its workers leave when it is gone."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _augment_in_worker(images: np.ndarray, seed: int) -> np.ndarray:
@@ -143,7 +153,7 @@ class Augmenter:
                 # A forked child would inherit TensorFlow's and JAX's threads in unknown states.
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(augment.to_dict(), tuple(mean)),
+                initargs=(augment.to_dict(), tuple(mean), os.getpid()),
             )
 
     def __call__(self, images: np.ndarray, seed: int) -> np.ndarray:

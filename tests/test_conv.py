@@ -16,6 +16,9 @@ CASES = [
     (8, 16, 8, 3, 2, 0, 2, 11),  # depth multiplier 2, stride, dilation, no padding
     (32, 128, 8, 3, 1, 0, 1, 11),  # seed 004's grouped conv
     (12, 24, 3, 1, 1, 1, 1, 7),  # grouped 1x1 with PyTorch's padding
+    (64, 64, 1, 3, 1, 1, 1, 7),  # dense, as a matrix product (64 channels)
+    (16, 32, 1, 3, 1, 0, 2, 12),  # dense, as a matrix product (unpadded, dilated)
+    (16, 16, 1, 3, 2, 2, 2, 16),  # dense, native (padded, few channels)
 ]
 
 
@@ -69,3 +72,11 @@ def test_other_backends_keep_the_native_conv():
     assert "feature_group_count=4" in str(jaxpr)
     jaxpr = jax.make_jaxpr(lambda x, w: conv2d(x, w, groups=4, backend="cpu"))(x, kernel)
     assert "conv_general_dilated" not in str(jaxpr)
+
+
+def test_cpu_dense_paths():
+    x = jnp.ones((1, 9, 9, 64))
+    as_product = jax.make_jaxpr(lambda x, w: conv2d(x, w, padding=1, backend="cpu"))
+    assert "conv_general_dilated" not in str(as_product(x, jnp.ones((3, 3, 64, 8))))
+    native = jax.make_jaxpr(lambda x, w: conv2d(x, w, padding=1, backend="cpu"))
+    assert "conv_general_dilated" in str(native(x[..., :16], jnp.ones((3, 3, 16, 8))))

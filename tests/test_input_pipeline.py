@@ -1,5 +1,11 @@
 """Loading, slicing, statistics, the train/eval pipelines and the missing-data error."""
 
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
 import albumentations as A
 import numpy as np
 import pytest
@@ -7,7 +13,7 @@ import pytest
 from cifar_flax import input_pipeline
 from cifar_flax.config_lib import augmentation, base_config
 from cifar_flax.errors import CifarFlaxError
-from tests.conftest import DATA_DIR, needs_data
+from tests.conftest import DATA_DIR, REPO_ROOT, needs_data
 
 DATA_DIR = str(DATA_DIR)
 
@@ -139,3 +145,44 @@ def test_eval_batches_only_normalize_in_order_and_keep_the_last_batch():
     expected = np.stack([normalize(image=image)["image"] for image in split.images])
     np.testing.assert_allclose(np.concatenate([b["image"] for b in batches]), expected, atol=1e-5)
     np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches]), split.labels)
+
+
+ORPHAN = """
+import sys, time
+import numpy as np
+from cifar_flax import input_pipeline
+from cifar_flax.config_lib import augmentation
+
+if __name__ == "__main__":
+    augmenter = input_pipeline.Augmenter(augmentation(hflip_p=0.5), (0.5, 0.5, 0.5), workers=2)
+    augmenter(np.zeros((2, 32, 32, 3), np.uint8), 0)
+    print(" ".join(map(str, augmenter._pool._processes)), flush=True)
+    time.sleep(600)
+"""
+
+
+def test_workers_exit_when_the_training_process_is_killed(tmp_path):
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN)
+    process = subprocess.Popen(
+        [sys.executable, str(script)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        workers = [int(pid) for pid in process.stdout.readline().split()]
+        assert workers and all(alive(pid) for pid in workers)
+    finally:
+        process.kill()  # SIGKILL: no chance to shut the pool down
+        process.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers)
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = pathlib.Path(f"/proc/{pid}/stat")
+    return not (status.exists() and status.read_text().split()[2] == "Z")  # zombies are gone

@@ -181,3 +181,15 @@ def test_eight_cpu_devices_match_one():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "losses" in result.stdout
+
+
+def test_l1_penalty_is_added_to_the_loss(s7_lite_state):
+    _, state = s7_lite_state
+    batch = random_batch()
+    mesh = make_mesh()
+    plain_state = jax.tree.map(jnp.copy, state)
+    l1_state = jax.tree.map(jnp.copy, state)
+    _, plain = jit_train_step(mesh)(plain_state, batch)
+    _, with_l1 = jit_train_step(mesh, l1=1e-3)(l1_state, batch)
+    penalty = 1e-3 * sum(float(jnp.abs(p).sum()) for p in jax.tree.leaves(state.params))
+    assert float(with_l1["loss"]) == pytest.approx(float(plain["loss"]) + penalty, rel=1e-5)
