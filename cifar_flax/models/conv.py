@@ -39,52 +39,15 @@ def native_conv(
     )
 
 
-def shifted_depthwise_conv(
-    x: jax.Array, kernel: jax.Array, stride: int, padding: int, dilation: int
-) -> jax.Array:
-    """Depthwise conv as a sum of k*k strided windows, each times one tap of the kernel.
-
-    `kernel` is (k, k, 1, C * multiplier); output channel o reads input channel o // multiplier,
-    as with `feature_group_count = C`.
-    """
-    size = kernel.shape[0]
-    multiplier = kernel.shape[-1] // x.shape[-1]
-    if multiplier > 1:
-        x = jnp.repeat(x, multiplier, axis=-1)
+def shifted_windows(
+    x: jax.Array, size: int, stride: int, padding: int, dilation: int
+) -> list[jax.Array]:
+    """The k*k strided views of the padded input that meet kernel tap (i, j), row by row."""
     x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     batch, height, width, channels = x.shape
     out_height = (height - dilation * (size - 1) - 1) // stride + 1
     out_width = (width - dilation * (size - 1) - 1) // stride + 1
-    total = None
-    for i in range(size):
-        for j in range(size):
-            window = lax.slice(
-                x,
-                (0, i * dilation, j * dilation, 0),
-                (
-                    batch,
-                    i * dilation + (out_height - 1) * stride + 1,
-                    j * dilation + (out_width - 1) * stride + 1,
-                    channels,
-                ),
-                (1, stride, stride, 1),
-            )
-            term = window * kernel[i, j, 0]
-            total = term if total is None else total + term
-    return total
-
-
-def patches_conv(
-    x: jax.Array, kernel: jax.Array, stride: int, padding: int, dilation: int
-) -> jax.Array:
-    """Dense conv as one matrix product: the k*k shifted windows side by side (im2col), times
-    the kernel reshaped to (k*k*in, out)."""
-    size, _, in_features, features = kernel.shape
-    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    batch, height, width, channels = x.shape
-    out_height = (height - dilation * (size - 1) - 1) // stride + 1
-    out_width = (width - dilation * (size - 1) - 1) // stride + 1
-    windows = [
+    return [
         lax.slice(
             x,
             (0, i * dilation, j * dilation, 0),
@@ -99,6 +62,32 @@ def patches_conv(
         for i in range(size)
         for j in range(size)
     ]
+
+
+def shifted_depthwise_conv(
+    x: jax.Array, kernel: jax.Array, stride: int, padding: int, dilation: int
+) -> jax.Array:
+    """Depthwise conv as a sum of k*k strided windows, each times one tap of the kernel.
+
+    `kernel` is (k, k, 1, C * multiplier); output channel o reads input channel o // multiplier,
+    as with `feature_group_count = C`.
+    """
+    size = kernel.shape[0]
+    multiplier = kernel.shape[-1] // x.shape[-1]
+    if multiplier > 1:
+        x = jnp.repeat(x, multiplier, axis=-1)
+    taps = kernel.reshape(size * size, kernel.shape[-1])
+    windows = shifted_windows(x, size, stride, padding, dilation)
+    return sum(window * tap for window, tap in zip(windows, taps, strict=True))
+
+
+def patches_conv(
+    x: jax.Array, kernel: jax.Array, stride: int, padding: int, dilation: int
+) -> jax.Array:
+    """Dense conv as one matrix product: the k*k shifted windows side by side (im2col), times
+    the kernel reshaped to (k*k*in, out)."""
+    size, _, in_features, features = kernel.shape
+    windows = shifted_windows(x, size, stride, padding, dilation)
     patches = windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)
     return jnp.dot(patches, kernel.reshape(size * size * in_features, features))
 
