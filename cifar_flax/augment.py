@@ -10,6 +10,7 @@ processes.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import albumentations as A
@@ -117,10 +118,21 @@ def build_train_transform(augment: config_dict.ConfigDict, mean: Sequence[float]
     return A.Compose(transforms, strict=True)
 
 
-def augment_batch(transform: A.Compose, images: np.ndarray, seed: int) -> np.ndarray:
-    """Augment each uint8 image of a batch independently; the result depends only on `seed`.
+def image_seeds(count: int, *entropy: int) -> np.ndarray:
+    """`count` 32-bit seeds drawn from the given integers (e.g. run seed, epoch, batch index)."""
+    return np.random.SeedSequence(list(entropy)).generate_state(count)
 
-    (`transform(images=batch)` would give every image of the batch the same random parameters.)
+
+def augment_batch(transform: A.Compose, images: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
+    """Augment each uint8 image with its own seed; image i depends only on images[i], seeds[i].
+
+    Per-image seeds let any slice of a batch (one host's share of a global batch, one worker's
+    part) be augmented alone with the same result. (`transform(images=batch)` would give every
+    image of the batch the same random parameters.) One generator pair is shared by all the
+    transforms: `set_random_seed` would build one per transform, as slow as the augmentation.
     """
-    transform.set_random_seed(seed)
-    return np.stack([transform(image=image)["image"] for image in images])
+    augmented = []
+    for image, seed in zip(images, np.asarray(seeds).tolist(), strict=True):
+        transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+        augmented.append(transform(image=image)["image"])
+    return np.stack(augmented)

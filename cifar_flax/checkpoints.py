@@ -1,11 +1,13 @@
-"""Checkpoints in WORKDIR/checkpoints with orbax: one per epoch, the last few and the best kept.
+"""Checkpoints in WORKDIR/checkpoints with orbax: one per epoch (and one where an interrupted run
+stopped), named by the global step; the last few and the best by test accuracy are kept.
 
 Each checkpoint holds three items, so that evaluation needs nothing else:
   model  params and BatchNorm statistics (all `--mode=eval` restores; a few hundred KB)
   train  step, optimizer state (with the schedule's position) and dropout key, for resuming
-  meta   JSON: model name, epoch, test accuracy, normalisation and the full training config
+  meta   JSON: format, model name, epochs completed, test accuracy, normalisation, the full
+         training config, and for a run stopped mid-epoch how far it got and its losses so far
 Orbax writes each checkpoint to a temporary directory and renames it when complete, so a run
-killed mid-save leaves the earlier checkpoints intact.
+killed mid-save leaves the earlier checkpoints intact; the next run removes the temporary one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from cifar_flax.steps import TrainState
 CHECKPOINT_DIR = "checkpoints"
 KEEP_LAST = 3
 BEST_METRIC = "test_accuracy"
+# Bumped whenever what a checkpoint holds changes; older ones get a clear error, not garbage.
+FORMAT = 2
 
 
 def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
@@ -40,10 +44,14 @@ def open_manager(workdir: str | pathlib.Path, create: bool = True) -> ocp.Checkp
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
             [
                 ocp.checkpoint_managers.LatestN(KEEP_LAST),
-                ocp.checkpoint_managers.BestN(get_metric_fn=best, n=1),
+                # Mid-epoch checkpoints have no test accuracy: LatestN alone decides on them.
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=best, n=1, keep_checkpoints_without_metrics=False
+                ),
             ]
         ),
         create=create,
+        cleanup_tmp_directories=create,
     )
     try:
         return ocp.CheckpointManager(directory, options=options)
@@ -58,18 +66,17 @@ def no_checkpoint_message(workdir: str | pathlib.Path) -> str:
     )
 
 
-def save(
-    manager: ocp.CheckpointManager, epoch: int, state: TrainState, meta: dict[str, Any]
-) -> None:
-    """Save the state after `epoch` (1-based), ranked by meta[BEST_METRIC]."""
+def save(manager: ocp.CheckpointManager, state: TrainState, meta: dict[str, Any]) -> None:
+    """Save `state` under its step, ranked by meta[BEST_METRIC] when it has one."""
+    accuracy = meta.get(BEST_METRIC)
     manager.save(
-        epoch,
+        int(state.step),
         args=ocp.args.Composite(
             model=ocp.args.StandardSave(model_variables(state)),
             train=ocp.args.StandardSave(training_variables(state)),
-            meta=ocp.args.JsonSave(meta),
+            meta=ocp.args.JsonSave({"format": FORMAT, **meta}),
         ),
-        metrics={BEST_METRIC: meta[BEST_METRIC]},
+        metrics=None if accuracy is None else {BEST_METRIC: accuracy},
     )
 
 
@@ -82,7 +89,7 @@ def training_variables(state: TrainState) -> dict[str, Any]:
 
 
 def choose_step(manager: ocp.CheckpointManager, which: str, workdir: str | pathlib.Path) -> int:
-    """The epoch of the best or the latest checkpoint."""
+    """The step of the best or the latest checkpoint."""
     step = manager.best_step() if which == "best" else manager.latest_step()
     if step is None:
         raise CifarFlaxError(no_checkpoint_message(workdir))
@@ -94,7 +101,14 @@ def read_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
         restored = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     except Exception as error:  # orbax raises many types for a damaged checkpoint
         raise incompatible(manager, step, error) from error
-    return dict(restored["meta"])
+    meta = dict(restored["meta"])
+    if meta.get("format") != FORMAT:
+        raise CifarFlaxError(
+            f"checkpoint {manager.directory / str(step)} has format {meta.get('format', 1)}, "
+            f"this version of cifar-flax reads format {FORMAT}: train again in a new --workdir, "
+            "or evaluate it with the version that wrote it"
+        )
+    return meta
 
 
 def restore_model(

@@ -6,8 +6,10 @@
             ...
 
 Each epoch is a pure function of (seed, epoch): tf.data shuffles with a seed drawn from both,
-and every batch is augmented with a seed drawn from (seed, epoch, batch index). So the batches do
-not depend on how many worker processes augment them, and a resumed run sees the same batches.
+and every image is augmented with a seed drawn from (seed, epoch, batch index, position in the
+batch). So the batches do not depend on how many worker processes or hosts augment them, a
+run resumed in the middle of an epoch sees the same batches, and each of several processes
+(multi-host training) can produce just its own rows of every global batch.
 
 Why this arrangement: Albumentations is per-image Python, so it holds the GIL and tf.data's
 threads cannot run it in parallel. One `tf.numpy_function` per batch keeps tf.data's per-image
@@ -32,7 +34,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
-from cifar_flax.augment import augment_batch, build_train_transform
+from cifar_flax.augment import augment_batch, build_train_transform, image_seeds
 from cifar_flax.errors import CifarFlaxError
 
 DATASET = "cifar10"
@@ -130,8 +132,8 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _augment_in_worker(images: np.ndarray, seed: int) -> np.ndarray:
-    return augment_batch(_worker_transform, images, seed)
+def _augment_in_worker(images: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    return augment_batch(_worker_transform, images, seeds)
 
 
 class Augmenter:
@@ -156,10 +158,10 @@ class Augmenter:
                 initargs=(augment.to_dict(), tuple(mean), os.getpid()),
             )
 
-    def __call__(self, images: np.ndarray, seed: int) -> np.ndarray:
+    def __call__(self, images: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         if self._pool is None:
-            return augment_batch(self._transform, images, seed)
-        return self._pool.submit(_augment_in_worker, images, seed).result()
+            return augment_batch(self._transform, images, seeds)
+        return self._pool.submit(_augment_in_worker, images, seeds).result()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -184,24 +186,50 @@ def _normalize(images: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -
     return (tf.cast(images, tf.float32) - mean_255) / std_255
 
 
-def train_dataset(
-    split: Split, config: config_dict.ConfigDict, epoch: int, augmenter: Augmenter
-) -> tf.data.Dataset:
-    """One epoch of augmented, normalised training batches.
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """This process's rows of every global batch: `index` of `count` equal parts."""
 
-    The last partial batch is dropped: every step then has one shape (one compilation, even
-    sharding over devices), and as the order is reshuffled each epoch no image is left out
-    systematically (50,000 images at batch 128 leave out 80 random ones per epoch).
+    index: int = 0
+    count: int = 1
+
+    def rows(self, batch_size: int) -> slice:
+        if batch_size % self.count:
+            raise CifarFlaxError(
+                f"batch_size {batch_size} must be a multiple of the {self.count} processes"
+            )
+        size = batch_size // self.count
+        return slice(self.index * size, (self.index + 1) * size)
+
+
+def train_dataset(
+    split: Split,
+    config: config_dict.ConfigDict,
+    epoch: int,
+    augmenter: Augmenter,
+    start_batch: int = 0,
+    shard: Shard = Shard(),
+) -> tf.data.Dataset:
+    """One epoch of augmented, normalised training batches, from batch `start_batch` on.
+
+    With several processes each one shuffles the whole split the same way and augments only its
+    `shard` of every global batch. The last partial batch is dropped: every step then has one
+    shape (one compilation, even sharding over devices), and as the order is reshuffled each
+    epoch no image is left out systematically (50,000 images at batch 128 leave out 80 random
+    ones per epoch).
     """
     seed, batch_size = config.seed, config.batch_size
+    rows = shard.rows(batch_size)
     dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
     dataset = dataset.shuffle(len(split), seed=derive_seed(seed, epoch))
-    dataset = dataset.batch(batch_size, drop_remainder=True).enumerate()
+    dataset = dataset.batch(batch_size, drop_remainder=True).enumerate().skip(start_batch)
 
     def augment(index: tf.Tensor, batch: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
-        images, labels = batch
+        images, labels = batch[0][rows], batch[1][rows]
         augmented = tf.numpy_function(
-            lambda images, index: augmenter(images, derive_seed(seed, epoch, int(index))),
+            lambda images, index: augmenter(
+                images, image_seeds(batch_size, seed, epoch, int(index))[rows]
+            ),
             [images, index],
             tf.uint8,
             stateful=False,
@@ -214,36 +242,47 @@ def train_dataset(
 
 
 def eval_dataset(
-    split: Split, batch_size: int, normalize: config_dict.ConfigDict
+    split: Split, batch_size: int, normalize: config_dict.ConfigDict, shard: Shard = Shard()
 ) -> tf.data.Dataset:
-    """Normalised evaluation batches in split order; the last partial batch is kept."""
-    dataset = tf.data.Dataset.from_tensor_slices({"image": split.images, "label": split.labels})
-    return _finish(dataset.batch(batch_size), normalize)
+    """Normalised evaluation batches in split order (this process's `shard` of each); the last
+    partial batch is kept, cut into equal shards and padded (`mask` 0) up to `batch_size`."""
+    count = len(split)
+    padded = -count % batch_size
+    images = np.concatenate([split.images, np.zeros((padded, *split.images.shape[1:]), np.uint8)])
+    labels = np.concatenate([split.labels, np.zeros(padded, np.int32)])
+    mask = (np.arange(count + padded) < count).astype(np.float32)
+    rows = shard.rows(batch_size)
+    dataset = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels, "mask": mask})
+    dataset = dataset.batch(batch_size).map(lambda batch: {k: v[rows] for k, v in batch.items()})
+    return _finish(dataset, normalize)
 
 
 def _finish(dataset: tf.data.Dataset, normalize: config_dict.ConfigDict) -> tf.data.Dataset:
     def normalized(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        return {
-            "image": _normalize(batch["image"], normalize.mean, normalize.std),
-            "label": batch["label"],
-        }
+        return {**batch, "image": _normalize(batch["image"], normalize.mean, normalize.std)}
 
     dataset = dataset.map(normalized, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def train_batches(
-    split: Split, config: config_dict.ConfigDict, epoch: int, augmenter: Augmenter
+    split: Split,
+    config: config_dict.ConfigDict,
+    epoch: int,
+    augmenter: Augmenter,
+    start_batch: int = 0,
+    shard: Shard = Shard(),
 ) -> Iterator[Batch]:
     """Numpy batches {"image": float32 NHWC, "label": int32} of one training epoch."""
-    return tfds.as_numpy(train_dataset(split, config, epoch, augmenter))
+    return tfds.as_numpy(train_dataset(split, config, epoch, augmenter, start_batch, shard))
 
 
 def eval_batches(
-    split: Split, batch_size: int, normalize: config_dict.ConfigDict
+    split: Split, batch_size: int, normalize: config_dict.ConfigDict, shard: Shard = Shard()
 ) -> Iterator[Batch]:
-    """Numpy batches of `split` in order, normalised with `normalize` (mean, std)."""
-    return tfds.as_numpy(eval_dataset(split, batch_size, normalize))
+    """Batches of `split` in order, normalised with `normalize` (mean, std), each with a `mask`
+    (float32, 0 for the padding of the last batch)."""
+    return tfds.as_numpy(eval_dataset(split, batch_size, normalize, shard))
 
 
 def steps_per_epoch(split: Split, batch_size: int) -> int:

@@ -18,7 +18,7 @@ from absl import app, flags
 from ml_collections import config_dict, config_flags
 
 from cifar_flax.console import quiet_library_logs
-from cifar_flax.errors import CifarFlaxError
+from cifar_flax.errors import CifarFlaxError, RunInterruptedError
 from cifar_flax.models import create_model
 from cifar_flax.summary import format_summary, summarize
 
@@ -64,6 +64,7 @@ def run(
 def describe_data(config: config_dict.ConfigDict, workdir: pathlib.Path) -> None:
     """Print class counts and pixel statistics; save a grid of augmented training images."""
     from cifar_flax import input_pipeline, plots  # TensorFlow loads only when data is needed
+    from cifar_flax.augment import image_seeds
 
     input_pipeline.hide_gpus_from_tensorflow()
     train = input_pipeline.load_split(config.data_dir, config.train_split, config.download)
@@ -79,7 +80,7 @@ def describe_data(config: config_dict.ConfigDict, workdir: pathlib.Path) -> None
     print(f"Train mean: ({fmt(mean)}) std: ({fmt(std)})")
     count = min(32, len(train))
     augmenter = input_pipeline.Augmenter(config.augment, config.normalize.mean)
-    samples = augmenter(train.images[:count], input_pipeline.derive_seed(config.seed))
+    samples = augmenter(train.images[:count], image_seeds(count, config.seed))
     path = plots.save_image_grid(
         samples,
         [train.class_names[label] for label in train.labels[:count]],
@@ -111,8 +112,13 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         run(FLAGS.mode, FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+    except RunInterruptedError as stopped:  # after saving a checkpoint: not a mistake
+        print(stopped, file=sys.stderr)
+        sys.exit(stopped.exit_code)
     except CifarFlaxError as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted: stopped without saving; the checkpoints saved before are kept")
 
 
 if __name__ == "__main__":

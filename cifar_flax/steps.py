@@ -14,7 +14,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -171,15 +170,3 @@ def jit_eval_step(
         in_shardings=(replicated(mesh), data_sharding(mesh)),
         out_shardings=replicated(mesh),
     )
-
-
-def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-    """Pad a (last, partial) eval batch to `size` examples and add its `mask`."""
-    count = len(batch["label"])
-    padding = size - count
-    padded = {
-        key: np.concatenate([value, np.zeros((padding, *value.shape[1:]), value.dtype)])
-        for key, value in batch.items()
-    }
-    padded["mask"] = np.concatenate([np.ones(count, np.float32), np.zeros(padding, np.float32)])
-    return padded

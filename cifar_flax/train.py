@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -13,12 +15,13 @@ from typing import Any
 import jax
 import numpy as np
 import tensorflow as tf
+from jax.experimental import multihost_utils
 from ml_collections import config_dict
 from tqdm import tqdm
 
 from cifar_flax import checkpoints, input_pipeline, plots
 from cifar_flax.config_lib import validate
-from cifar_flax.errors import CifarFlaxError
+from cifar_flax.errors import CifarFlaxError, RunInterruptedError
 from cifar_flax.models import create_model
 from cifar_flax.steps import (
     TrainState,
@@ -27,7 +30,6 @@ from cifar_flax.steps import (
     jit_eval_step,
     jit_train_step,
     make_mesh,
-    pad_batch,
     replicated,
 )
 
@@ -57,28 +59,101 @@ def evaluate_split(
     split: input_pipeline.Split,
     batch_size: int,
     normalize: config_dict.ConfigDict,
-    sharding: jax.sharding.Sharding,
+    to_global: Callable[[input_pipeline.Batch], Any],
 ) -> EvalResult:
-    """Loss and accuracy of `variables` on the whole split (the last batch padded, masked)."""
+    """Loss and accuracy of `variables` on the whole split (each process feeding its shard)."""
     loss_sum, correct, predictions = 0.0, 0, []
-    for batch in input_pipeline.eval_batches(split, batch_size, normalize):
-        count = len(batch["label"])
-        metrics = eval_step(variables, jax.device_put(pad_batch(batch, batch_size), sharding))
-        metrics = jax.device_get(metrics)
+    for batch in input_pipeline.eval_batches(split, batch_size, normalize, process_shard()):
+        metrics = jax.device_get(eval_step(variables, to_global(batch)))
         loss_sum += float(metrics["loss_sum"])
         correct += int(metrics["correct"])
-        predictions.append(metrics["predictions"][:count])
+        predictions.append(metrics["predictions"])
     return EvalResult(
         loss=loss_sum / len(split),
         correct=correct,
         count=len(split),
-        predictions=np.concatenate(predictions),
+        predictions=np.concatenate(predictions)[: len(split)],
         labels=split.labels,
     )
 
 
+def process_shard() -> input_pipeline.Shard:
+    """This process's share of every global batch."""
+    return input_pipeline.Shard(jax.process_index(), jax.process_count())
+
+
+def global_batches(sharding: jax.sharding.Sharding) -> Callable[[input_pipeline.Batch], Any]:
+    """Assemble each process's rows into global arrays split over all devices."""
+    return lambda batch: jax.tree.map(
+        lambda rows: jax.make_array_from_process_local_data(sharding, rows), batch
+    )
+
+
+def is_chief() -> bool:
+    """The one process that prints and writes metrics, curves and reports."""
+    return jax.process_index() == 0
+
+
 class NonFiniteLossError(CifarFlaxError):
     """The loss became NaN or infinite; the run stops before saving the broken state."""
+
+
+class StopSignals:
+    """SIGINT/SIGTERM ask the run to stop after the current step; a second SIGINT quits at once.
+
+    With several processes the request is shared every SYNC_EVERY steps and at epoch ends, so
+    that all of them stop after the same step and save one checkpoint together.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SYNC_EVERY = 20
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # Python's rule for handlers
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        print(
+            f"{signal.Signals(signum).name}: stopping after this step to save a checkpoint "
+            "(Ctrl-C again quits without saving)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def requested(self, step_index: int | None = None) -> bool:
+        """Whether to stop now; `step_index` None marks an epoch boundary (always a sync point)."""
+        if jax.process_count() == 1:
+            return self.received is not None
+        if step_index is not None and (step_index + 1) % self.SYNC_EVERY:
+            return False
+        local = np.int32(self.received or 0)
+        signals = multihost_utils.process_allgather(local)
+        self.received = self.received or int(np.max(signals)) or None
+        return self.received is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochProgress:
+    """The steps of one epoch done so far: what a mid-epoch checkpoint needs to resume exactly."""
+
+    losses: tuple[float, ...] = ()
+    corrects: tuple[int, ...] = ()
+
+    @property
+    def batches(self) -> int:
+        return len(self.losses)
 
 
 def check_finite(losses: list[jax.Array], first_step: int, epoch: int) -> np.ndarray:
@@ -98,18 +173,25 @@ def check_finite(losses: list[jax.Array], first_step: int, epoch: int) -> np.nda
 def train_epoch(
     state: TrainState,
     train_step: Callable[..., Any],
-    batches: Iterable[dict[str, np.ndarray]],
+    batches: Iterable[input_pipeline.Batch],
     steps: int,
     epoch: int,
-    sharding: jax.sharding.Sharding,
-) -> tuple[TrainState, dict[str, float]]:
-    """One pass over `batches`; returns the new state and the epoch's mean train metrics."""
+    to_global: Callable[[input_pipeline.Batch], Any],
+    done: EpochProgress,
+    stop: StopSignals,
+) -> tuple[TrainState, EpochProgress, float | None]:
+    """Train on `batches` (the rest of the epoch after `done`) until they end or `stop` asks.
+
+    Returns the new state, the epoch's progress and the last step's learning rate.
+    """
     losses, corrects, learning_rate = [], [], None
     first_step = int(state.step)
-    show_bar = sys.stderr.isatty()
-    with tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=not show_bar) as bar:
+    show_bar = sys.stderr.isatty() and is_chief()
+    with tqdm(
+        total=steps, initial=done.batches, desc=f"epoch {epoch}", leave=False, disable=not show_bar
+    ) as bar:
         for index, batch in enumerate(batches):
-            state, metrics = train_step(state, jax.device_put(batch, sharding))
+            state, metrics = train_step(state, to_global(batch))
             losses.append(metrics["loss"])
             corrects.append(metrics["correct"])
             learning_rate = metrics["learning_rate"]
@@ -118,32 +200,35 @@ def train_epoch(
                 first_recent = first_step + index + 1 - LOSS_CHECK_EVERY
                 recent = check_finite(losses[-LOSS_CHECK_EVERY:], first_recent, epoch)
                 bar.set_postfix(loss=f"{recent.mean():.4f}")
-    loss_values = check_finite(losses, first_step, epoch)
-    images = len(losses) * int(batch["label"].shape[0])
-    return state, {
-        "train_loss": float(loss_values.mean()),
-        "train_accuracy": float(np.sum(jax.device_get(corrects))) / images,
-        "learning_rate": float(learning_rate),
-        "train_images": images,
-    }
+            if stop.requested(index):
+                break
+    progress = EpochProgress(
+        done.losses + tuple(check_finite(losses, first_step, epoch).tolist()),
+        done.corrects + tuple(int(c) for c in jax.device_get(corrects)),
+    )
+    return state, progress, None if learning_rate is None else float(learning_rate)
 
 
 class MetricsLog:
-    """Per-epoch records in WORKDIR/metrics.jsonl and TensorBoard event files."""
+    """Per-epoch records in WORKDIR/metrics.jsonl and TensorBoard event files (chief only)."""
 
     def __init__(self, workdir: pathlib.Path, resume_after_epoch: int) -> None:
         self.path = workdir / METRICS_FILE
-        # Epochs logged after the checkpoint we resume from are about to be trained again.
-        kept = [record for record in self.records() if record["epoch"] <= resume_after_epoch]
-        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
-        self.writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
+        self.writer = None
+        if is_chief():
+            # Epochs logged after the checkpoint we resume from are about to be trained again.
+            kept = [record for record in self.records() if record["epoch"] <= resume_after_epoch]
+            self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+            self.writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
 
     def records(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any], num_epochs: int) -> None:
+        if self.writer is None:
+            return
         with self.path.open("a") as file:
             file.write(json.dumps(record) + "\n")
         with self.writer.as_default(step=record["epoch"]):
@@ -151,6 +236,7 @@ class MetricsLog:
                 if key != "epoch" and isinstance(value, int | float):
                     tf.summary.scalar(key, value)
         self.writer.flush()
+        print(format_epoch(record, num_epochs), flush=True)
 
 
 def format_epoch(record: dict[str, Any], num_epochs: int) -> str:
@@ -167,11 +253,12 @@ def prepare_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
     path = pathlib.Path(workdir)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
+        probe = path / f".write_test_{jax.process_index()}"
         probe.write_text("")
         probe.unlink()
     except OSError as error:
-        raise CifarFlaxError(f"cannot write to --workdir={path}: {error.strerror}") from error
+        reason = error.strerror or type(error).__name__
+        raise CifarFlaxError(f"cannot write to --workdir={path}: {reason}") from error
     return path
 
 
@@ -183,14 +270,34 @@ def check_devices(batch_size: int) -> None:
         )
 
 
+def resume_point(
+    manager: Any, config: config_dict.ConfigDict, workdir: pathlib.Path
+) -> tuple[int, int, EpochProgress]:
+    """(checkpoint step or 0, epochs completed, progress into the next epoch) to resume from."""
+    step = manager.latest_step()
+    if step is None:
+        return 0, 0, EpochProgress()
+    meta = checkpoints.read_meta(manager, step)
+    if meta["model"] != config.model:
+        raise CifarFlaxError(
+            f"{checkpoints.checkpoint_dir(workdir)} holds checkpoints of {meta['model']}, "
+            f"not {config.model}; use another --workdir to train {config.model}"
+        )
+    progress = EpochProgress(tuple(meta["epoch_losses"]), tuple(meta["epoch_corrects"]))
+    return step, meta["epoch"], progress
+
+
 def train_and_evaluate(config: config_dict.ConfigDict, workdir: str) -> dict[str, Any]:
     """Train `config.model`, evaluating and checkpointing after every epoch; resume if possible.
 
-    Returns the last epoch's record (what metrics.jsonl holds).
+    SIGINT/SIGTERM save a checkpoint after the current step and raise RunInterruptedError; the
+    same call then resumes from it and ends exactly as an uninterrupted run would. Returns the
+    last epoch's record (what metrics.jsonl holds).
     """
     validate(config)
     model = create_model(config.model)
     check_devices(config.batch_size)
+    process_shard().rows(config.batch_size)  # fails early if processes cannot share a batch
     workdir = prepare_workdir(workdir)
     input_pipeline.hide_gpus_from_tensorflow()
     train_split = input_pipeline.load_split(config.data_dir, config.train_split, config.download)
@@ -203,37 +310,49 @@ def train_and_evaluate(config: config_dict.ConfigDict, workdir: str) -> dict[str
         )
 
     mesh = make_mesh()
-    batch_sharding, state_sharding = data_sharding(mesh), replicated(mesh)
-    state = jax.device_put(create_train_state(model, config, steps), state_sharding)
+    to_global = global_batches(data_sharding(mesh))
+    state = jax.device_put(create_train_state(model, config, steps), replicated(mesh))
     manager = checkpoints.open_manager(workdir)
-    start_epoch = manager.latest_step() or 0
-    if start_epoch:
-        meta = checkpoints.read_meta(manager, start_epoch)
-        if meta["model"] != config.model:
-            raise CifarFlaxError(
-                f"{checkpoints.checkpoint_dir(workdir)} holds checkpoints of {meta['model']}, "
-                f"not {config.model}; use another --workdir to train {config.model}"
-            )
-        state = checkpoints.restore_state(manager, start_epoch, state)
-        print(f"Resuming from the checkpoint of epoch {start_epoch} in {workdir}", flush=True)
-
-    train_step = jit_train_step(mesh, config.l1)
-    eval_step = jit_eval_step(mesh, model.apply)
-    log = MetricsLog(workdir, start_epoch)
     record: dict[str, Any] = {}
-    workers = (
-        input_pipeline.default_workers()
-        if config.augment_workers is None
-        else config.augment_workers
-    )
     try:
-        with input_pipeline.Augmenter(config.augment, config.normalize.mean, workers) as augment:
-            for epoch in range(start_epoch + 1, config.num_epochs + 1):
+        step, epochs_done, progress = resume_point(manager, config, workdir)
+        if step:
+            state = checkpoints.restore_state(manager, step, state)
+            where = f"epoch {epochs_done}" + (
+                f" and {progress.batches}/{steps} steps of epoch {epochs_done + 1}"
+                if progress.batches
+                else ""
+            )
+            if is_chief():
+                print(f"Resuming from the checkpoint after {where} in {workdir}", flush=True)
+        train_step = jit_train_step(mesh, config.l1)
+        eval_step = jit_eval_step(mesh, model.apply)
+        log = MetricsLog(workdir, epochs_done)
+        workers = (
+            input_pipeline.default_workers()
+            if config.augment_workers is None
+            else config.augment_workers
+        )
+        epoch = epochs_done
+        with (
+            input_pipeline.Augmenter(config.augment, config.normalize.mean, workers) as augment,
+            StopSignals() as stop,
+        ):
+            for epoch in range(epochs_done + 1, config.num_epochs + 1):
+                if stop.requested():
+                    break
                 started = time.perf_counter()
-                batches = input_pipeline.train_batches(train_split, config, epoch - 1, augment)
-                state, train_metrics = train_epoch(
-                    state, train_step, batches, steps, epoch, batch_sharding
+                batches = input_pipeline.train_batches(
+                    train_split, config, epoch - 1, augment, progress.batches, process_shard()
                 )
+                steps_before = progress.batches
+                state, progress, learning_rate = train_epoch(
+                    state, train_step, batches, steps, epoch, to_global, progress, stop
+                )
+                if progress.batches < steps:  # stopped by a signal
+                    meta = progress_meta(config, epoch - 1, progress)
+                    checkpoints.save(manager, state, meta)
+                    break
                 train_seconds = time.perf_counter() - started
                 result = evaluate_split(
                     eval_step,
@@ -241,43 +360,84 @@ def train_and_evaluate(config: config_dict.ConfigDict, workdir: str) -> dict[str
                     eval_split,
                     config.batch_size,
                     config.normalize,
-                    batch_sharding,
+                    to_global,
                 )
+                images = steps * config.batch_size
                 record = {
                     "epoch": epoch,
                     "step": int(state.step),
-                    **train_metrics,
+                    "train_loss": float(np.mean(progress.losses)),
+                    "train_accuracy": sum(progress.corrects) / images,
+                    "learning_rate": learning_rate,
+                    "train_images": images,
                     "test_loss": result.loss,
                     "test_accuracy": result.accuracy,
                     "test_correct": result.correct,
                     "test_count": result.count,
                     "epoch_seconds": time.perf_counter() - started,
-                    "train_images_per_second": train_metrics["train_images"] / train_seconds,
+                    "train_images_per_second": (steps - steps_before)
+                    * config.batch_size
+                    / train_seconds,
                 }
-                log.write(record)
-                print(format_epoch(record, config.num_epochs), flush=True)
-                checkpoints.save(manager, epoch, state, checkpoint_meta(config, record))
+                log.write(record, config.num_epochs)
+                checkpoints.save(manager, state, epoch_meta(config, record))
+                progress = EpochProgress()
     finally:
         manager.wait_until_finished()
         manager.close()
+    if stop.received is not None:
+        raise interrupted(stop.received, workdir, int(state.step), epoch, progress, steps)
     records = log.records()
-    if records:
+    if records and is_chief():
         plots.save_training_curves(records, workdir / CURVES_FILE, title=config.model)
     if not record:
-        print(f"Nothing to do: {workdir} already holds all {config.num_epochs} epochs")
+        if is_chief():
+            print(f"Nothing to do: {workdir} already holds all {config.num_epochs} epochs")
         record = records[-1] if records else {}
     return record
 
 
-def checkpoint_meta(config: config_dict.ConfigDict, record: dict[str, Any]) -> dict[str, Any]:
+def interrupted(
+    signum: int, workdir: pathlib.Path, step: int, epoch: int, progress: EpochProgress, steps: int
+) -> RunInterruptedError:
+    name = signal.Signals(signum).name
+    if progress.batches:
+        saved = f"saved step {step} ({progress.batches}/{steps} steps of epoch {epoch})"
+    elif step:
+        saved = f"the checkpoint of step {step} (end of epoch {step // steps}) is the latest"
+    else:
+        saved = "no step had run, nothing to save"
+    return RunInterruptedError(
+        f"{name}: training stopped; {saved} in {workdir}; run the same command to resume", signum
+    )
+
+
+def run_meta(config: config_dict.ConfigDict) -> dict[str, Any]:
     return {
         "model": config.model,
-        "epoch": record["epoch"],
-        "step": record["step"],
-        "test_accuracy": record["test_accuracy"],
         "eval_split": config.eval_split,
         "normalize": {"mean": list(config.normalize.mean), "std": list(config.normalize.std)},
         "config": json.loads(config.to_json_best_effort()),
+    }
+
+
+def progress_meta(
+    config: config_dict.ConfigDict, epochs_done: int, progress: EpochProgress
+) -> dict[str, Any]:
+    """Meta of a checkpoint saved partway through epoch `epochs_done + 1`."""
+    return {
+        **run_meta(config),
+        "epoch": epochs_done,
+        "epoch_losses": list(progress.losses),
+        "epoch_corrects": list(progress.corrects),
+    }
+
+
+def epoch_meta(config: config_dict.ConfigDict, record: dict[str, Any]) -> dict[str, Any]:
+    """Meta of the checkpoint at the end of epoch `record["epoch"]`."""
+    return {
+        **progress_meta(config, record["epoch"], EpochProgress()),
+        "test_accuracy": record["test_accuracy"],
     }
 
 
@@ -302,6 +462,7 @@ def evaluate(config: config_dict.ConfigDict, workdir: str, which: str = "best") 
     finally:
         manager.close()
     check_devices(config.batch_size)
+    process_shard().rows(config.batch_size)
     input_pipeline.hide_gpus_from_tensorflow()
     split = input_pipeline.load_split(config.data_dir, config.eval_split, config.download)
     normalize = config_dict.ConfigDict(meta["normalize"])
@@ -311,9 +472,11 @@ def evaluate(config: config_dict.ConfigDict, workdir: str, which: str = "best") 
         split,
         config.batch_size,
         normalize,
-        data_sharding(mesh),
+        global_batches(data_sharding(mesh)),
     )
     report = eval_report(result, split.class_names, meta, which, step)
+    if not is_chief():
+        return report
     print_report(report, split.class_names)
     workdir = pathlib.Path(workdir)
     (workdir / EVAL_FILE).write_text(json.dumps(report, indent=2) + "\n")
@@ -344,7 +507,9 @@ def eval_report(
     return {
         "model": meta["model"],
         "checkpoint": which,
-        "epoch": step,
+        "step": step,
+        "epoch": meta["epoch"],
+        "steps_into_next_epoch": len(meta["epoch_losses"]),
         "accuracy": result.accuracy,
         "correct": result.correct,
         "count": result.count,
@@ -355,7 +520,10 @@ def eval_report(
 
 
 def print_report(report: dict[str, Any], class_names: tuple[str, ...]) -> None:
-    print(f"Checkpoint: {report['checkpoint']} (epoch {report['epoch']}) of {report['model']}")
+    where = f"epoch {report['epoch']}"
+    if report["steps_into_next_epoch"]:
+        where += f" + {report['steps_into_next_epoch']} steps"
+    print(f"Checkpoint: {report['checkpoint']} (step {report['step']}, {where}), {report['model']}")
     print(f"Test accuracy: {100 * report['accuracy']:.2f}% ({report['correct']}/{report['count']})")
     print("Per-class accuracy:")
     for name, accuracy in report["per_class_accuracy"].items():

@@ -36,7 +36,6 @@ from cifar_flax.steps import (
     jit_eval_step,
     jit_train_step,
     make_mesh,
-    pad_batch,
     replicated,
 )
 
@@ -101,7 +100,8 @@ def jax_rates(name: str, batch_size: int, steps: int, repeats: int) -> tuple[flo
 
     eval_step = jit_eval_step(mesh, model.apply)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    eval_batch = jax.device_put(pad_batch(synthetic_batch(batch_size), batch_size))
+    eval_batch = synthetic_batch(batch_size)
+    eval_batch = jax.device_put({**eval_batch, "mask": np.ones(batch_size, np.float32)})
 
     def eval_steps() -> None:
         for _ in range(steps):

@@ -10,10 +10,15 @@ from cifar_flax.augment import (
     augment_batch,
     build_train_transform,
     hole_fill_value,
+    image_seeds,
 )
 from cifar_flax.config_lib import augmentation
 
 SEED_000_MEAN = (0.4914, 0.4822, 0.4466)
+
+
+def augmented(transform, images, seed):
+    return augment_batch(transform, images, image_seeds(len(images), seed))
 
 
 def random_images(count=1, seed=0):
@@ -26,12 +31,12 @@ def only(**kwargs):
 
 def test_no_probability_means_no_transform():
     images = random_images(4)
-    np.testing.assert_array_equal(augment_batch(only(), images, seed=0), images)
+    np.testing.assert_array_equal(augmented(only(), images, 0), images)
 
 
 def test_horizontal_flip_mirrors():
     images = random_images(3)
-    np.testing.assert_array_equal(augment_batch(only(hflip_p=1.0), images, 0), images[:, :, ::-1])
+    np.testing.assert_array_equal(augmented(only(hflip_p=1.0), images, 0), images[:, :, ::-1])
 
 
 def test_legacy_shift_scale_rotate_matches_albumentations_1x():
@@ -64,14 +69,14 @@ def test_shift_scale_rotate_reflects_instead_of_padding_black():
     white = np.full((1, 32, 32, 3), 255, np.uint8)
     transform = only(shift=0.1, scale=0.1, rotate=45, shift_scale_rotate_p=1.0)
     for seed in range(10):
-        assert augment_batch(transform, white, seed).min() == 255
+        assert augmented(transform, white, seed).min() == 255
 
 
 @pytest.mark.parametrize(("fill", "value"), [("mean", (125, 122, 113)), ("black", (0, 0, 0))])
 def test_coarse_dropout_one_16x16_hole_inside_with_fill(fill, value):
     assert hole_fill_value(fill, SEED_000_MEAN) == value
     white = np.full((200, 32, 32, 3), 255, np.uint8)
-    out = augment_batch(only(hole_fill=fill, coarse_dropout_p=1.0), white, seed=3)
+    out = augmented(only(hole_fill=fill, coarse_dropout_p=1.0), white, 3)
     corners = set()
     for image in out:
         ys, xs = np.nonzero((image != 255).any(axis=-1))
@@ -84,7 +89,7 @@ def test_coarse_dropout_one_16x16_hole_inside_with_fill(fill, value):
 
 def test_coarse_dropout_probability():
     white = np.full((400, 32, 32, 3), 255, np.uint8)
-    out = augment_batch(only(coarse_dropout_p=0.25), white, seed=0)
+    out = augmented(only(coarse_dropout_p=0.25), white, 0)
     holed = (out != 255).any(axis=(1, 2, 3)).mean()
     assert 0.18 < holed < 0.32
 
@@ -96,7 +101,7 @@ def test_unknown_hole_fill_is_refused():
 
 def test_to_gray_uses_luma_weights():
     image = random_images()
-    out = augment_batch(only(to_gray_p=1.0), image, 0)[0].astype(float)
+    out = augmented(only(to_gray_p=1.0), image, 0)[0].astype(float)
     luma = image[0].astype(float) @ np.array([0.299, 0.587, 0.114])
     for channel in range(3):
         np.testing.assert_allclose(out[..., channel], luma, atol=1.0)
@@ -108,7 +113,7 @@ def test_color_jitter_ranges_follow_the_seed():
     assert jitter.brightness == jitter.contrast == jitter.saturation == pytest.approx((0.7, 1.3))
     assert jitter.hue == pytest.approx((-0.2, 0.2))
     images = random_images(4)
-    assert not np.array_equal(augment_batch(transform, images, 0), images)
+    assert not np.array_equal(augmented(transform, images, 0), images)
 
 
 def test_transforms_are_strict():
@@ -119,7 +124,16 @@ def test_transforms_are_strict():
 def test_same_seed_same_images_and_each_image_drawn_independently():
     transform = only(hflip_p=0.5, shift_scale_rotate_p=0.5, coarse_dropout_p=0.5, to_gray_p=0.5)
     same = np.repeat(random_images(), 16, axis=0)
-    first, again = augment_batch(transform, same, 7), augment_batch(transform, same, 7)
+    first, again = augmented(transform, same, 7), augmented(transform, same, 7)
     np.testing.assert_array_equal(first, again)
     assert len({image.tobytes() for image in first}) > 8
-    assert not np.array_equal(augment_batch(transform, same, 8), first)
+    assert not np.array_equal(augmented(transform, same, 8), first)
+
+
+def test_each_image_depends_only_on_itself_and_its_seed():
+    transform = only(hflip_p=0.5, shift_scale_rotate_p=0.5, coarse_dropout_p=0.5, to_gray_p=0.5)
+    images, seeds = random_images(8), image_seeds(8, 1, 2, 3)
+    whole = augment_batch(transform, images, seeds)
+    halves = [augment_batch(transform, images[i : i + 4], seeds[i : i + 4]) for i in (0, 4)]
+    np.testing.assert_array_equal(np.concatenate(halves), whole)
+    np.testing.assert_array_equal(augment_batch(transform, images[5:6], seeds[5:6])[0], whole[5])

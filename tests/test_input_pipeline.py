@@ -75,6 +75,36 @@ def test_download_false_does_not_probe_the_network(tmp_path, monkeypatch):
         input_pipeline.load_split(str(tmp_path), "train", download=False)
 
 
+@needs_data
+def test_a_resumed_epoch_and_each_process_shard_see_the_same_batches(train_512):
+    config = small_config(batch_size=64)
+    with input_pipeline.Augmenter(config.augment, config.normalize.mean) as augmenter:
+        whole = collect(input_pipeline.train_batches(train_512, config, 2, augmenter))
+        resumed = collect(input_pipeline.train_batches(train_512, config, 2, augmenter, 5))
+        shards = [
+            collect(
+                input_pipeline.train_batches(
+                    train_512, config, 2, augmenter, shard=input_pipeline.Shard(index, 4)
+                )
+            )
+            for index in range(4)
+        ]
+    for got, expected in zip(resumed, whole, strict=True):
+        assert len(got) == 3
+        for a, b in zip(got, expected[5:], strict=True):
+            np.testing.assert_array_equal(a, b)
+    for part in (0, 1):  # images, labels
+        for index, batch in enumerate(whole[part]):
+            pieces = [shard[part][index] for shard in shards]
+            assert all(len(piece) == 16 for piece in pieces)
+            np.testing.assert_array_equal(np.concatenate(pieces), batch)
+
+
+def test_batch_size_must_split_evenly_over_processes():
+    with pytest.raises(CifarFlaxError, match="multiple of the 3 processes"):
+        input_pipeline.Shard(0, 3).rows(128)
+
+
 def collect(batches):
     batches = list(batches)
     return [b["image"] for b in batches], [b["label"] for b in batches]
@@ -140,11 +170,28 @@ def test_eval_batches_only_normalize_in_order_and_keep_the_last_batch():
     split = input_pipeline.load_split(DATA_DIR, "test[:100]")
     config = small_config(batch_size=32)
     batches = list(input_pipeline.eval_batches(split, 32, config.normalize))
-    assert [len(b["label"]) for b in batches] == [32, 32, 32, 4]
+    assert [len(b["label"]) for b in batches] == [32, 32, 32, 32]  # the last one padded
+    mask = np.concatenate([b["mask"] for b in batches])
+    np.testing.assert_array_equal(mask, np.arange(128) < 100)
     normalize = A.Normalize(mean=config.normalize.mean, std=config.normalize.std)
     expected = np.stack([normalize(image=image)["image"] for image in split.images])
-    np.testing.assert_allclose(np.concatenate([b["image"] for b in batches]), expected, atol=1e-5)
-    np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches]), split.labels)
+    images = np.concatenate([b["image"] for b in batches])[:100]
+    np.testing.assert_allclose(images, expected, atol=1e-5)
+    np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[:100], split.labels)
+
+
+@needs_data
+def test_shards_of_eval_batches_make_up_the_whole_batches():
+    split = input_pipeline.load_split(DATA_DIR, "test[:100]")
+    normalize = small_config().normalize
+    whole = list(input_pipeline.eval_batches(split, 32, normalize))
+    halves = [
+        list(input_pipeline.eval_batches(split, 32, normalize, input_pipeline.Shard(i, 2)))
+        for i in range(2)
+    ]
+    for batch, first, second in zip(whole, *halves, strict=True):
+        for key in batch:
+            np.testing.assert_array_equal(np.concatenate([first[key], second[key]]), batch[key])
 
 
 ORPHAN = """
@@ -155,7 +202,7 @@ from cifar_flax.config_lib import augmentation
 
 if __name__ == "__main__":
     augmenter = input_pipeline.Augmenter(augmentation(hflip_p=0.5), (0.5, 0.5, 0.5), workers=2)
-    augmenter(np.zeros((2, 32, 32, 3), np.uint8), 0)
+    augmenter(np.zeros((2, 32, 32, 3), np.uint8), np.arange(2))
     print(" ".join(map(str, augmenter._pool._processes)), flush=True)
     time.sleep(600)
 """
