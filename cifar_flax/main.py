@@ -10,6 +10,7 @@ Any config key can be overridden, e.g. --config.model=s6_grouped --config.num_ep
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -37,7 +38,25 @@ flags.DEFINE_enum(
 flags.DEFINE_enum(
     "checkpoint", "best", ["best", "latest"], "With --mode=eval: which checkpoint to evaluate."
 )
+flags.DEFINE_string(
+    "coordinator_address",
+    os.environ.get("JAX_COORDINATOR_ADDRESS"),
+    "host:port of process 0 when training over several processes (jax.distributed); TPU pods, "
+    "Slurm and Open MPI need none of the three flags. Default: $JAX_COORDINATOR_ADDRESS.",
+)
+flags.DEFINE_integer(
+    "num_processes",
+    int(os.environ.get("JAX_NUM_PROCESSES", 0)) or None,
+    "How many processes train together. Default: $JAX_NUM_PROCESSES.",
+)
+flags.DEFINE_integer(
+    "process_id",
+    int(os.environ["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in os.environ else None,
+    "This process's index, 0 to num_processes - 1. Default: $JAX_PROCESS_ID.",
+)
 SAMPLE_GRID = "augmented_samples.png"
+# Set by the schedulers jax.distributed detects by itself, when they start several processes.
+CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 flags.mark_flag_as_required("config")
 
 
@@ -90,6 +109,32 @@ def describe_data(config: config_dict.ConfigDict, workdir: pathlib.Path) -> None
     print(f"Wrote {path}")
 
 
+def initialize_distributed(
+    coordinator_address: str | None, num_processes: int | None, process_id: int | None
+) -> None:
+    """Join the other processes of a multi-process run, when there are any.
+
+    Explicit settings win; otherwise a Slurm or Open MPI job of several tasks, or a multi-host
+    Cloud TPU (several TPU_WORKER_HOSTNAMES), lets jax.distributed find them itself.
+    """
+    explicit = (coordinator_address, num_processes, process_id) != (None, None, None)
+    detected = any(int(os.environ.get(name, "1")) > 1 for name in CLUSTER_SIZE_VARIABLES) or (
+        "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    )
+    if not (explicit or detected):
+        return
+    import jax
+
+    try:
+        jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    except (ValueError, TypeError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise CifarFlaxError(
+            f"cannot start the multi-process run ({first_line}); give --coordinator_address="
+            "HOST:PORT, --num_processes and --process_id, the same address to every process"
+        ) from error
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, but a mistake in a flag or a config override is one line of error."""
     try:
@@ -111,6 +156,8 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
+        if FLAGS.mode in ("train", "eval"):
+            initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
         run(FLAGS.mode, FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
     except RunInterruptedError as stopped:  # after saving a checkpoint: not a mistake
         print(stopped, file=sys.stderr)

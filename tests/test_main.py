@@ -1,11 +1,18 @@
 """The command line: summary for every config form, one-line errors for bad input."""
 
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
-from tests.conftest import DATA_DIR, needs_data
+from tests.conftest import DATA_DIR, REPO_ROOT, needs_data
 
 EXPECTED = {
     ("configs/s7.py",): ("97,284", "69 (109"),
@@ -122,3 +129,147 @@ def test_train_and_eval_errors_are_one_line(repo_root, tmp_path, args, message):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- Preemption, several processes, and bad input against a trained workdir -------------------
+
+SMALL_RUN = (
+    "--config=configs/s7.py",
+    f"--config.data_dir={DATA_DIR}",
+    "--config.train_split=train[:512]",
+    "--config.eval_split=test[:256]",
+    "--config.batch_size=64",
+    "--config.augment_workers=0",
+    "--config.download=False",
+)
+TIMINGS = ("epoch_seconds", "train_images_per_second")
+
+
+def start(repo_root, workdir, *args, env=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "cifar_flax.main", *SMALL_RUN, f"--workdir={workdir}", *args],
+        cwd=repo_root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def finish(process, timeout=600):
+    stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def metrics(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMINGS} for line in lines]
+
+
+def step_dirs(workdir):
+    return sorted((workdir / "checkpoints").iterdir()) if (workdir / "checkpoints").exists() else []
+
+
+def wait_for_first_checkpoint(process, workdir):
+    deadline = time.monotonic() + 300
+    while not any(path.name.isdigit() for path in step_dirs(workdir)):
+        assert process.poll() is None, finish(process).stderr
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def fingerprint(directory):
+    """Every file under `directory` with its content hash: equal before and after = untouched."""
+    return {
+        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def three_epochs(tmp_path_factory):
+    """An uninterrupted 3-epoch run of the small config: the reference for resumed runs."""
+    workdir = tmp_path_factory.mktemp("three_epochs")
+    result = finish(start(REPO_ROOT, workdir, "--config.num_epochs=3"))
+    assert result.returncode == 0, result.stderr
+    return workdir
+
+
+@needs_data
+def test_killed_at_a_random_moment_then_restarted_ends_as_if_never_killed(
+    repo_root, tmp_path, three_epochs
+):
+    delay = random.uniform(0.0, 3.0)
+    process = start(repo_root, tmp_path, "--config.num_epochs=3")
+    wait_for_first_checkpoint(process, tmp_path)
+    time.sleep(delay)
+    assert process.poll() is None, f"finished before the kill at +{delay:.2f}s"
+    process.kill()  # SIGKILL: nothing runs after it
+    process.wait()
+    result = finish(start(repo_root, tmp_path, "--config.num_epochs=3"))
+    assert result.returncode == 0, result.stderr
+    assert "Resuming from the checkpoint after epoch" in result.stdout
+    assert metrics(tmp_path) == metrics(three_epochs), f"killed at +{delay:.2f}s"
+    for path in step_dirs(tmp_path):  # no half-written checkpoint is left behind
+        assert path.name.isdigit(), path
+        assert {"model", "train", "meta"} <= {item.name for item in path.iterdir()}
+
+
+@needs_data
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_save_a_checkpoint_and_exit_with_a_message(
+    repo_root, tmp_path, three_epochs, signum
+):
+    process = start(repo_root, tmp_path, "--config.num_epochs=3")
+    wait_for_first_checkpoint(process, tmp_path)
+    time.sleep(0.5)  # into epoch 2
+    process.send_signal(signum)
+    stopped = finish(process)
+    assert stopped.returncode == 128 + signum, stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1]
+    name = signal.Signals(signum).name
+    assert last.startswith(f"{name}: training stopped;") and last.endswith("to resume"), last
+    assert "Traceback" not in stopped.stderr
+    assert len(metrics(tmp_path)) < 3
+    result = finish(start(repo_root, tmp_path, "--config.num_epochs=3"))
+    assert result.returncode == 0, result.stderr
+    assert metrics(tmp_path) == metrics(three_epochs)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+@needs_data
+def test_two_processes_train_like_one_process_over_the_same_devices(repo_root, tmp_path):
+    """2 processes x 1 CPU device (gloo collectives) against 1 process x 2 CPU devices: each
+    process feeds half of every global batch, process 0 writes the metrics."""
+    two_epochs = ("--config.num_epochs=2",)
+    one_process_env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    reference = finish(start(repo_root, tmp_path / "one", *two_epochs, env=one_process_env))
+    assert reference.returncode == 0, reference.stderr
+    address = f"localhost:{free_port()}"
+    processes = [
+        start(
+            repo_root,
+            tmp_path / "two",
+            *two_epochs,
+            f"--coordinator_address={address}",
+            "--num_processes=2",
+            f"--process_id={index}",
+        )
+        for index in range(2)
+    ]
+    results = [finish(process) for process in processes]
+    for result in results:
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert results[0].stdout.count("epoch ") == 2 and "epoch " not in results[1].stdout
+    one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert [r["epoch"] for r in two] == [1, 2]
+    for a, b in zip(one, two, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-5), key
