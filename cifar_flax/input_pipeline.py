@@ -98,10 +98,17 @@ def load_split(data_dir: str | None, split: str, download: bool = True) -> Split
     builder = prepared_builder(data_dir, download)
     try:
         dataset = builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
+        images, labels = tfds.as_numpy(dataset)
     except (ValueError, KeyError, AssertionError) as error:
         first_line = str(error).splitlines()[0]
         raise CifarFlaxError(f"bad split {split!r}: {first_line}") from error
-    images, labels = tfds.as_numpy(dataset)
+    except tf.errors.OpError as error:  # e.g. a truncated or corrupted TFRecord file
+        detail = error.message.split("}}")[-1].strip().splitlines()[0][:200]
+        raise CifarFlaxError(
+            f"cannot read split {split!r} from {builder.data_dir}: {type(error).__name__} "
+            f"({detail}); the prepared files are damaged: prepare them again "
+            "(python scripts/prepare_cifar10.py) or pass --config.data_dir of a good copy"
+        ) from error
     return Split(
         name=split,
         images=images,

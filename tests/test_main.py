@@ -3,7 +3,9 @@
 import hashlib
 import json
 import os
+import pathlib
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -273,3 +275,112 @@ def test_two_processes_train_like_one_process_over_the_same_devices(repo_root, t
         assert a.keys() == b.keys()
         for key in a:
             assert b[key] == pytest.approx(a[key], rel=1e-5), key
+
+
+def read_only_directory(tmp_path):
+    """A workdir nobody may create: chmod for a user, sysfs for root (chmod does not stop root)."""
+    if os.geteuid() == 0:
+        return pathlib.Path("/sys/cifar-flax-run")
+    directory = tmp_path / "read-only"
+    directory.mkdir()
+    directory.chmod(0o555)
+    return directory / "run"
+
+
+def damaged_data_dir(tmp_path):
+    """A copy of the prepared data whose test TFRecord file is cut short."""
+    source = DATA_DIR / "cifar10" / "3.0.2"
+    target = tmp_path / "tfds" / "cifar10" / "3.0.2"
+    target.mkdir(parents=True)
+    for path in source.iterdir():
+        if "test.tfrecord" in path.name:
+            (target / path.name).write_bytes(path.read_bytes()[:100_000])
+        elif "tfrecord" in path.name:
+            (target / path.name).symlink_to(path)
+        else:
+            shutil.copy(path, target / path.name)
+    return target.parents[1]
+
+
+def rewrite_meta(workdir, change):
+    for meta in (workdir / "checkpoints").glob("*/meta/metadata"):
+        meta.write_text(json.dumps(change(json.loads(meta.read_text()))))
+
+
+def cut_arrays(workdir):
+    for item in (workdir / "checkpoints").glob("*/model"):
+        for path in item.rglob("*"):
+            if path.is_file() and "metadata" not in path.name:
+                path.write_bytes(path.read_bytes()[:50])
+
+
+BAD_INPUT = {
+    "unknown config key": (["--config.modle=x"], None, "unknown config key 'modle'"),
+    "another model's workdir": (["--config.model=s7_dwsep"], None, "holds checkpoints of s7_lite"),
+    "read-only workdir": (["--workdir={readonly}"], None, "cannot write to --workdir="),
+    "truncated TFRecord": (
+        ["--mode=eval", "--config.eval_split=test", "--config.data_dir={damaged}"],
+        None,
+        "cannot read split 'test' from",
+    ),
+    "checkpoint of an older format": (
+        ["--mode=eval"],
+        lambda workdir: rewrite_meta(workdir, lambda meta: {**meta, "format": 1}),
+        "has format 1, this version of cifar-flax reads format 2",
+    ),
+    "checkpoint with cut arrays": (["--mode=eval"], cut_arrays, "cannot be restored"),
+    "checkpoint of a model that does not fit": (
+        ["--mode=eval"],
+        lambda workdir: rewrite_meta(
+            workdir, lambda meta: {**meta, "model": "s9_inverted_residual"}
+        ),
+        "cannot be restored",
+    ),
+    "split tfds rejects": (["--config.eval_split=test[:abc]"], None, "bad split 'test[:abc]'"),
+    "batch size over 8 devices": (
+        ["--config.batch_size=60", "XLA_FLAGS=--xla_force_host_platform_device_count=8"],
+        None,
+        "batch_size 60 must be a multiple of the 8 devices",
+    ),
+    "missing data": (["--config.data_dir={empty}"], None, "CIFAR-10 is not prepared in"),
+    "loss turns NaN": (
+        ["--config.num_epochs=5", "--config.learning_rate=1e12"],
+        None,
+        "the loss became nan at step",
+    ),
+    "impossible process id": (
+        ["--num_processes=2", "--process_id=5"],
+        None,
+        "cannot start the multi-process run",
+    ),
+}
+
+
+@needs_data
+@pytest.mark.parametrize(("args", "damage", "message"), BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_bad_input_ends_in_one_line_and_keeps_the_checkpoints(
+    repo_root, tmp_path, three_epochs, args, damage, message
+):
+    workdir = tmp_path / "run"
+    shutil.copytree(three_epochs, workdir)
+    if damage:
+        damage(workdir)
+    before = fingerprint(workdir / "checkpoints")
+    places = dict(
+        readonly=read_only_directory(tmp_path),
+        damaged=damaged_data_dir(tmp_path) if "{damaged}" in " ".join(args) else None,
+        empty=tmp_path / "empty",
+    )
+    env = dict(os.environ)
+    flags_ = []
+    for arg in args:
+        if arg.startswith("XLA_FLAGS="):
+            env["XLA_FLAGS"] = arg.removeprefix("XLA_FLAGS=")
+        else:
+            flags_.append(arg.format(**places))
+    result = finish(start(repo_root, workdir, "--config.num_epochs=3", *flags_, env=env))
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert fingerprint(workdir / "checkpoints") == before
