@@ -24,6 +24,7 @@ import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
+import signal
 import socket
 import threading
 import time
@@ -127,6 +128,9 @@ _worker_transform = None
 
 
 def _init_worker(augment: dict, mean: Sequence[float], parent: int) -> None:
+    # Ctrl-C reaches the whole process group: the trainer saves a checkpoint and closes the
+    # pool; a worker interrupted mid-batch would only print a traceback and break the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     global _worker_transform  # one transform per worker process
     _worker_transform = build_train_transform(config_dict.ConfigDict(augment), mean)
