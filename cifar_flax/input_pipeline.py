@@ -118,11 +118,6 @@ def load_split(data_dir: str | None, split: str, download: bool = True) -> Split
     )
 
 
-def derive_seed(*entropy: int) -> int:
-    """A 32-bit seed drawn from the given integers (e.g. run seed, epoch, batch index)."""
-    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
-
-
 # Worker-process side: each worker builds the transform once, then augments batches.
 _worker_transform = None
 
@@ -232,7 +227,7 @@ def train_dataset(
     seed, batch_size = config.seed, config.batch_size
     rows = shard.rows(batch_size)
     dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
-    dataset = dataset.shuffle(len(split), seed=derive_seed(seed, epoch))
+    dataset = dataset.shuffle(len(split), seed=int(image_seeds(1, seed, epoch)[0]))
     dataset = dataset.batch(batch_size, drop_remainder=True).enumerate().skip(start_batch)
 
     def augment(index: tf.Tensor, batch: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:

@@ -263,6 +263,7 @@ def prepare_workdir(workdir: str | pathlib.Path) -> pathlib.Path:
 
 
 def check_devices(batch_size: int) -> None:
+    """Every device gets equal rows; so then does every process, each holding equally many."""
     devices = jax.device_count()
     if batch_size % devices:
         raise CifarFlaxError(
@@ -297,7 +298,6 @@ def train_and_evaluate(config: config_dict.ConfigDict, workdir: str) -> dict[str
     validate(config)
     model = create_model(config.model)
     check_devices(config.batch_size)
-    process_shard().rows(config.batch_size)  # fails early if processes cannot share a batch
     workdir = prepare_workdir(workdir)
     input_pipeline.hide_gpus_from_tensorflow()
     train_split = input_pipeline.load_split(config.data_dir, config.train_split, config.download)
@@ -356,7 +356,7 @@ def train_and_evaluate(config: config_dict.ConfigDict, workdir: str) -> dict[str
                 train_seconds = time.perf_counter() - started
                 result = evaluate_split(
                     eval_step,
-                    {"params": state.params, "batch_stats": state.batch_stats},
+                    checkpoints.model_variables(state),
                     eval_split,
                     config.batch_size,
                     config.normalize,
@@ -412,21 +412,15 @@ def interrupted(
     )
 
 
-def run_meta(config: config_dict.ConfigDict) -> dict[str, Any]:
-    return {
-        "model": config.model,
-        "eval_split": config.eval_split,
-        "normalize": {"mean": list(config.normalize.mean), "std": list(config.normalize.std)},
-        "config": json.loads(config.to_json_best_effort()),
-    }
-
-
 def progress_meta(
     config: config_dict.ConfigDict, epochs_done: int, progress: EpochProgress
 ) -> dict[str, Any]:
     """Meta of a checkpoint saved partway through epoch `epochs_done + 1`."""
     return {
-        **run_meta(config),
+        "model": config.model,
+        "eval_split": config.eval_split,
+        "normalize": {"mean": list(config.normalize.mean), "std": list(config.normalize.std)},
+        "config": json.loads(config.to_json_best_effort()),
         "epoch": epochs_done,
         "epoch_losses": list(progress.losses),
         "epoch_corrects": list(progress.corrects),
@@ -462,7 +456,6 @@ def evaluate(config: config_dict.ConfigDict, workdir: str, which: str = "best") 
     finally:
         manager.close()
     check_devices(config.batch_size)
-    process_shard().rows(config.batch_size)
     input_pipeline.hide_gpus_from_tensorflow()
     split = input_pipeline.load_split(config.data_dir, config.eval_split, config.download)
     normalize = config_dict.ConfigDict(meta["normalize"])
