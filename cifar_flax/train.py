@@ -385,7 +385,8 @@ def train_and_evaluate(config: config_dict.ConfigDict, workdir: str) -> dict[str
     finally:
         manager.wait_until_finished()
         manager.close()
-    if stop.received is not None:
+    if stop.received is not None and int(state.step) < config.num_epochs * steps:
+        # (a signal during the last epoch's evaluation finds the run finished: nothing to resume)
         raise interrupted(stop.received, workdir, int(state.step), epoch, progress, steps)
     records = log.records()
     if records and is_chief():

@@ -1,14 +1,16 @@
 """Short real runs on slices of ../shared/data/tfds: learning, checkpoints, eval, resume, errors."""
 
 import json
+import os
 import shutil
+import signal
 
 import numpy as np
 import pytest
 
 from cifar_flax import checkpoints, train
 from cifar_flax.config_lib import load_config
-from cifar_flax.errors import CifarFlaxError
+from cifar_flax.errors import CifarFlaxError, RunInterruptedError
 from tests.conftest import DATA_DIR, REPO_ROOT, needs_data
 
 pytestmark = needs_data
@@ -153,3 +155,24 @@ def test_unwritable_workdir(tmp_path):
     blocker.write_text("")
     with pytest.raises(CifarFlaxError, match="cannot write to --workdir"):
         train.train_and_evaluate(make_config(), str(blocker / "run"))
+
+
+@pytest.mark.parametrize(("signal_during_eval", "finished"), [(1, False), (2, True)])
+def test_a_signal_during_evaluation_stops_only_an_unfinished_run(
+    tmp_path, monkeypatch, signal_during_eval, finished
+):
+    evaluations = []
+
+    def evaluate_then_signal(*args, **kwargs):
+        evaluations.append(None)
+        if len(evaluations) == signal_during_eval:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_evaluate_split(*args, **kwargs)
+
+    real_evaluate_split = train.evaluate_split
+    monkeypatch.setattr(train, "evaluate_split", evaluate_then_signal)
+    if finished:
+        assert train.train_and_evaluate(make_config(), str(tmp_path))["epoch"] == 2
+    else:
+        with pytest.raises(RunInterruptedError, match=r"step 8 \(end of epoch 1\) is the latest"):
+            train.train_and_evaluate(make_config(), str(tmp_path))
