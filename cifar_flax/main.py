@@ -20,6 +20,7 @@ from ml_collections import config_dict, config_flags
 
 from cifar_flax.console import quiet_library_logs
 from cifar_flax.errors import CifarFlaxError, RunInterruptedError
+from cifar_flax.host_memory import restart_reusing_freed_memory
 from cifar_flax.models import create_model
 from cifar_flax.summary import format_summary, summarize
 
@@ -169,4 +170,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    restart_reusing_freed_memory()
     app.run(main, flags_parser=parse_flags)

@@ -30,6 +30,7 @@ from absl import app, flags
 
 from cifar_flax.config_lib import base_config, import_file, load_config
 from cifar_flax.console import quiet_library_logs
+from cifar_flax.host_memory import restart_reusing_freed_memory
 from cifar_flax.models import MODELS, SEEDS, create_model
 from cifar_flax.steps import (
     create_train_state,
@@ -167,7 +168,7 @@ def describe_machine() -> str:
     return (
         f"# jax {jax.__version__} on {device.platform} ({device.device_kind}), "
         f"{jax.device_count()} device(s); host {platform.machine()} with "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}"
     )
 
 
@@ -196,4 +197,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    restart_reusing_freed_memory()  # as cifar_flax.main runs; PyTorch gains from it too
     app.run(main)
