@@ -1,6 +1,7 @@
 """The restart under glibc's tunables: it happens once, respects the user's, and stops the
 page faults that made every CPU step zero its memory again."""
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.skipif(not uses_glibc(), reason="the tunables are glibc
 # Restarts itself, then reports its tunables and the page faults of a jitted step that
 # returns a fresh 64 MiB array, as XLA's CPU runtime allocates one every call.
 PROGRAM = """
-import os, resource, sys
+import json, os, resource, sys
 from cifar_flax.host_memory import restart_reusing_freed_memory
 restart_reusing_freed_memory()
 import jax, jax.numpy as jnp
@@ -26,7 +27,7 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):
     x = step(x).block_until_ready()
 faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
-print(repr(os.environ.get("GLIBC_TUNABLES")), faults, sys.argv[1:])
+print(json.dumps([os.environ.get("GLIBC_TUNABLES"), faults, sys.argv[1:]]))
 """
 
 
@@ -40,14 +41,13 @@ def run_program(**environment):
         timeout=120,
         check=True,
     )
-    tunables, faults, args = result.stdout.strip().split(" ", 2)
-    return eval(tunables), float(faults), args  # noqa: S307 - our own repr
+    return json.loads(result.stdout)
 
 
 def test_restarts_once_under_the_tunables_with_the_same_arguments():
     tunables, faults, args = run_program()
     assert tunables == TUNABLES
-    assert args == "['--flag=1', 'two']"
+    assert args == ["--flag=1", "two"]
     assert faults < 100  # 64 MiB of fresh 4 KiB pages would be 16,384 faults
 
 
