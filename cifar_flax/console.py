@@ -1,6 +1,7 @@
 """What the command-line programs print, and what they keep quiet."""
 
 import logging
+import os
 
 from absl import flags
 from absl import logging as absl_logging
@@ -10,8 +11,10 @@ def quiet_library_logs() -> None:
     """Show only warnings from the libraries' logs, unless the user asked with --verbosity.
 
     absl shows INFO by default, so every run would print JAX's search for a TPU and each of
-    tfds's file openings.
+    tfds's file openings, and TensorFlow's C++ side (here and in the augmentation workers, which
+    inherit the environment) a notice about oneDNN. Call it before TensorFlow is imported.
     """
     if not flags.FLAGS["verbosity"].present:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
         absl_logging.set_verbosity(absl_logging.WARNING)
         logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)

@@ -18,7 +18,10 @@ CASES = [
     (12, 24, 3, 1, 1, 1, 1, 7),  # grouped 1x1 with PyTorch's padding
     (64, 64, 1, 3, 1, 1, 1, 7),  # dense, as a matrix product (64 channels)
     (16, 32, 1, 3, 1, 0, 2, 12),  # dense, as a matrix product (unpadded, dilated)
-    (16, 16, 1, 3, 2, 2, 2, 16),  # dense, native (padded, few channels)
+    (16, 16, 1, 3, 2, 2, 2, 16),  # dense, as a matrix product (strided, dilated)
+    (16, 16, 1, 3, 1, 1, 1, 10),  # dense, native (stride 1, undilated, few outputs)
+    (32, 64, 1, 1, 1, 0, 1, 8),  # 1x1, as a matrix product
+    (16, 24, 1, 1, 2, 1, 1, 9),  # 1x1 with PyTorch's padding and a stride
 ]
 
 
@@ -77,6 +80,8 @@ def test_other_backends_keep_the_native_conv():
 def test_cpu_dense_paths():
     x = jnp.ones((1, 9, 9, 64))
     as_product = jax.make_jaxpr(lambda x, w: conv2d(x, w, padding=1, backend="cpu"))
-    assert "conv_general_dilated" not in str(as_product(x, jnp.ones((3, 3, 64, 8))))
+    assert "conv_general_dilated" not in str(as_product(x, jnp.ones((3, 3, 64, 64))))
     native = jax.make_jaxpr(lambda x, w: conv2d(x, w, padding=1, backend="cpu"))
     assert "conv_general_dilated" in str(native(x[..., :16], jnp.ones((3, 3, 16, 8))))
+    pointwise = jax.make_jaxpr(lambda x, w: conv2d(x, w, backend="cpu"))
+    assert "conv_general_dilated" not in str(pointwise(x, jnp.ones((1, 1, 64, 8))))
