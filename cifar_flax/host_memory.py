@@ -5,7 +5,8 @@ serves large blocks with mmap and unmaps them on free, so the next step page-fau
 its memory again: a training step of s9_inverted_residual (batch 128) took 481k page faults and
 1.4 s of kernel time on top of 1.6 s of computing. glibc's tunables turn that off (heap only,
 never trimmed, one arena, transparent huge pages): page faults per step 0, and training 1.3x
-(s7_dwsep) to 2.8x (s9_inverted_residual) faster on 2 cores. The tunables are read when a
+(s7_dwsep) to 2.8x (s9_inverted_residual) faster on 2 cores, at the cost of a larger peak RSS
+(memory is never handed back). The tunables are read when a
 process starts, hence the restart of the program under them.
 """
 
@@ -36,7 +37,7 @@ def restart_reusing_freed_memory() -> None:
 
     Returns without restarting where the C library is not glibc, or where GLIBC_TUNABLES is
     already set: by this restart, or by a user who wants other settings (`GLIBC_TUNABLES=`
-    keeps glibc's defaults). Call it first thing, before any thread or file is opened.
+    keeps glibc's defaults). Call it first thing: whatever the program did before is lost.
     """
     if "GLIBC_TUNABLES" in os.environ or not uses_glibc():
         return

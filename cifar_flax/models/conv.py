@@ -142,9 +142,9 @@ def prefers_patches(
 ) -> bool:
     """Whether the matrix-product form beats XLA's CPU conv in training (forward + backward).
 
-    Measured per layer, forward + backward, over the 36 kxk convs of the five networks (batch
-    128, 2 cores): XLA's conv won only at stride 1, undilated, over
-    8+ input channels and to fewer than 64 outputs (up to 2.6x there: 16 -> 16 at 32x32, 17 ms
+    Always for 1x1 convs. Measured per layer, forward + backward, over the 36 kxk convs of the
+    five networks (batch 128, 2 cores): XLA's conv won only at stride 1, undilated, over 8+
+    input channels and to fewer than 64 outputs (up to 2.6x there: 16 -> 16 at 32x32, 17 ms
     against 43 ms); everywhere else the matrix product won, up to 2.9x (128 -> 64 at 24x24,
     unpadded: 247 ms against 727 ms).
     """
