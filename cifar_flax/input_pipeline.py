@@ -208,15 +208,16 @@ class Shard:
         return slice(self.index * size, (self.index + 1) * size)
 
 
-def train_dataset(
+def train_batches(
     split: Split,
     config: config_dict.ConfigDict,
     epoch: int,
     augmenter: Augmenter,
     start_batch: int = 0,
     shard: Shard = Shard(),
-) -> tf.data.Dataset:
-    """One epoch of augmented, normalised training batches, from batch `start_batch` on.
+) -> Iterator[Batch]:
+    """One epoch of augmented, normalised numpy batches {"image": float32 NHWC, "label": int32},
+    from batch `start_batch` on.
 
     With several processes each one shuffles the whole split the same way and augments only its
     `shard` of every global batch. The last partial batch is dropped: every step then has one
@@ -247,11 +248,12 @@ def train_dataset(
     return _finish(dataset, config.normalize)
 
 
-def eval_dataset(
+def eval_batches(
     split: Split, batch_size: int, normalize: config_dict.ConfigDict, shard: Shard = Shard()
-) -> tf.data.Dataset:
-    """Normalised evaluation batches in split order (this process's `shard` of each); the last
-    partial batch is kept, cut into equal shards and padded (`mask` 0) up to `batch_size`."""
+) -> Iterator[Batch]:
+    """Numpy batches of `split` in order (this process's `shard` of each), normalised with
+    `normalize` (mean, std); the last partial batch is kept, cut into equal shards and padded up
+    to `batch_size`, its padding marked by `mask` (float32, 0)."""
     count = len(split)
     padded = -count % batch_size
     images = np.concatenate([split.images, np.zeros((padded, *split.images.shape[1:]), np.uint8)])
@@ -267,7 +269,9 @@ def eval_dataset(
 PREFETCH_BATCHES = 2
 
 
-def _finish(dataset: tf.data.Dataset, normalize: config_dict.ConfigDict) -> tf.data.Dataset:
+def _finish(dataset: tf.data.Dataset, normalize: config_dict.ConfigDict) -> Iterator[Batch]:
+    """Normalise the images, prefetch, and hand out numpy batches."""
+
     def normalized(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return {**batch, "image": _normalize(batch["image"], normalize.mean, normalize.std)}
 
@@ -277,27 +281,7 @@ def _finish(dataset: tf.data.Dataset, normalize: config_dict.ConfigDict) -> tf.d
     # The pipeline runs ~10x faster than the step, so fixed settings lose nothing.
     options = tf.data.Options()
     options.autotune.enabled = False
-    return dataset.prefetch(PREFETCH_BATCHES).with_options(options)
-
-
-def train_batches(
-    split: Split,
-    config: config_dict.ConfigDict,
-    epoch: int,
-    augmenter: Augmenter,
-    start_batch: int = 0,
-    shard: Shard = Shard(),
-) -> Iterator[Batch]:
-    """Numpy batches {"image": float32 NHWC, "label": int32} of one training epoch."""
-    return tfds.as_numpy(train_dataset(split, config, epoch, augmenter, start_batch, shard))
-
-
-def eval_batches(
-    split: Split, batch_size: int, normalize: config_dict.ConfigDict, shard: Shard = Shard()
-) -> Iterator[Batch]:
-    """Batches of `split` in order, normalised with `normalize` (mean, std), each with a `mask`
-    (float32, 0 for the padding of the last batch)."""
-    return tfds.as_numpy(eval_dataset(split, batch_size, normalize, shard))
+    return tfds.as_numpy(dataset.prefetch(PREFETCH_BATCHES).with_options(options))
 
 
 def steps_per_epoch(split: Split, batch_size: int) -> int:
