@@ -98,6 +98,7 @@ def test_data_mode_prints_counts_and_statistics_and_writes_the_grid(repo_root, t
     assert lines[11].split() == ["total", "512", "256"]
     assert sum(int(line.split()[1]) for line in lines[1:11]) == 512
     assert lines[12].startswith("Train mean: (0.4") and " std: (0.2" in lines[12]
+    assert "oneDNN" not in result.stderr and "I0000" not in result.stderr, result.stderr
     assert (tmp_path / "augmented_samples.png").stat().st_size > 10_000
 
 
