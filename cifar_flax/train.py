@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import signal
 import sys
@@ -87,6 +88,14 @@ def global_batches(sharding: jax.sharding.Sharding) -> Callable[[input_pipeline.
     return lambda batch: jax.tree.map(
         lambda rows: jax.make_array_from_process_local_data(sharding, rows), batch
     )
+
+
+def device_description() -> str:
+    """Where the run trains, for its records: e.g. "1 x NVIDIA H100 80GB HBM3", "cpu, 2 cores"."""
+    devices = jax.devices()
+    if devices[0].platform == "cpu":
+        return f"cpu, {os.cpu_count()} cores"
+    return f"{len(devices)} x {devices[0].device_kind}"
 
 
 def is_chief() -> bool:
@@ -378,6 +387,7 @@ def train_and_evaluate(config: config_dict.ConfigDict, workdir: str) -> dict[str
                     "train_images_per_second": (steps - steps_before)
                     * config.batch_size
                     / train_seconds,
+                    "device": device_description(),
                 }
                 log.write(record, config.num_epochs)
                 checkpoints.save(manager, state, epoch_meta(config, record))

@@ -4,6 +4,8 @@ import pathlib
 
 import pytest
 
+from cifar_flax.config_lib import load_config
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The real CIFAR-10, prepared for tfds (read-only); tests use small slices of it.
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "tfds"
@@ -15,3 +17,32 @@ needs_data = pytest.mark.skipif(
 @pytest.fixture
 def repo_root() -> pathlib.Path:
     return REPO_ROOT
+
+
+def make_config(**overrides):
+    """configs/s7.py's seed recipe (Adam), shrunk to 512 train / 256 test images."""
+    config = load_config(REPO_ROOT / "configs" / "s7.py:seed")
+    config.update(
+        dict(
+            data_dir=str(DATA_DIR),
+            train_split="train[:512]",
+            eval_split="test[:256]",
+            batch_size=64,
+            num_epochs=2,
+            lr_schedule="constant",
+            augment_workers=0,
+            download=False,
+        )
+    )
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="session")
+def two_epochs(tmp_path_factory):
+    """A finished run of make_config(): (workdir, last record); tests leave its checkpoints be."""
+    from cifar_flax import train  # TensorFlow loads only for the tests that train
+
+    workdir = tmp_path_factory.mktemp("two_epochs")
+    record = train.train_and_evaluate(make_config(), str(workdir))
+    return workdir, record

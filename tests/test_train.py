@@ -9,37 +9,10 @@ import numpy as np
 import pytest
 
 from cifar_flax import checkpoints, train
-from cifar_flax.config_lib import load_config
 from cifar_flax.errors import CifarFlaxError, RunInterruptedError
-from tests.conftest import DATA_DIR, REPO_ROOT, needs_data
+from tests.conftest import make_config, needs_data
 
 pytestmark = needs_data
-
-
-def make_config(**overrides):
-    """configs/s7.py's seed recipe (Adam), shrunk to 512 train / 256 test images."""
-    config = load_config(REPO_ROOT / "configs" / "s7.py:seed")
-    config.update(
-        dict(
-            data_dir=str(DATA_DIR),
-            train_split="train[:512]",
-            eval_split="test[:256]",
-            batch_size=64,
-            num_epochs=2,
-            lr_schedule="constant",
-            augment_workers=0,
-            download=False,
-        )
-    )
-    config.update(overrides)
-    return config
-
-
-@pytest.fixture(scope="module")
-def two_epochs(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("two_epochs")
-    record = train.train_and_evaluate(make_config(), str(workdir))
-    return workdir, record
 
 
 def records(workdir):

@@ -1,0 +1,74 @@
+"""scripts/ship_pretrained.py: a finished run becomes a pretrained model that evaluates alone."""
+
+import json
+import shutil
+
+import pytest
+
+from cifar_flax import train
+from cifar_flax.config_lib import import_file
+from cifar_flax.errors import CifarFlaxError
+from tests.conftest import DATA_DIR, REPO_ROOT, make_config, needs_data
+
+pytestmark = needs_data
+
+
+@pytest.fixture(scope="module")
+def script():
+    # Importing the script defines its absl flags: once per test session.
+    return import_file(REPO_ROOT / "scripts" / "ship_pretrained.py")
+
+
+@pytest.fixture(scope="module")
+def finished_run(two_epochs, tmp_path_factory):
+    log = tmp_path_factory.mktemp("logs") / "run.log"
+    log.write_text("epoch 1/2 ...\n")
+    return two_epochs[0], log
+
+
+def test_ships_only_the_final_checkpoint_and_evaluates_it(script, finished_run, tmp_path, capsys):
+    workdir, log = finished_run
+    dest = tmp_path / "pretrained" / "s7_lite"
+    shipped = script.ship(workdir, dest, log, str(DATA_DIR))
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [p.name for p in (dest / "checkpoints").iterdir()] == [str(records[-1]["step"])]
+    for name in ("metrics.jsonl", "curves.png", "train.log", "eval.json", "misclassified.png"):
+        assert (dest / name).is_file(), name
+    assert shipped["final_accuracy"] == records[-1]["test_accuracy"]
+    assert shipped["best_accuracy"] == max(r["test_accuracy"] for r in records)
+    assert (shipped["model"], shipped["params"], shipped["epochs"]) == ("s7_lite", 97_284, 2)
+    assert shipped["ran_on"] == [records[0]["device"]]
+    assert shipped["recipe"] == "Adam, constant 0.01, wd 0.0001, clip 0.1, bs 64"
+    assert json.loads((dest / "results.json").read_text()) == shipped
+
+    # The shipped directory alone gives the same accuracy, through the default (best) choice.
+    capsys.readouterr()
+    report = train.evaluate(make_config(), str(dest))
+    assert report["accuracy"] == records[-1]["test_accuracy"]
+    row = script.table_row(dest, shipped)
+    assert f"**{100 * records[-1]['test_accuracy']:.2f}%**" in row and "97,284" in row
+
+
+def test_an_unfinished_run_is_refused(script, finished_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run[0], workdir)
+    shutil.rmtree(workdir / "checkpoints" / "16")  # as if killed during the second epoch
+    with pytest.raises(CifarFlaxError, match=r"has not finished \(1 of 2 epochs\)"):
+        script.ship(workdir, tmp_path / "dest", None, str(DATA_DIR))
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_dest_in_use_and_missing_data_are_refused_without_harm(script, finished_run, tmp_path):
+    workdir, log = finished_run
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    with pytest.raises(CifarFlaxError, match="not empty"):
+        script.ship(workdir, used, log, str(DATA_DIR))
+    assert [p.name for p in used.iterdir()] == ["keep.txt"]
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(CifarFlaxError):
+        script.ship(workdir, fresh, log, str(tmp_path / "no_data"))
+    assert not fresh.exists()
+    assert len(list((workdir / "checkpoints").iterdir())) == 2
