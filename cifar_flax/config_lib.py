@@ -139,23 +139,32 @@ def default_recipe(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
     return config
 
 
+VALIDATION_SPLITS = ("train[:45000]", "train[45000:]")  # (train, eval) of a tuning run
+
+
 def select(arg: str | None, recipes: dict, default: str) -> config_dict.ConfigDict:
-    """The config that a config file's `:arg` names: `[variant][,seed]`.
+    """The config that a config file's `:arg` names: `[variant][,seed][,val]`.
 
     `variant` picks the network (default `default`); `seed` keeps that seed's own training recipe
-    as SPEC.md records it, otherwise our default recipe replaces its optimisation settings.
+    as SPEC.md records it, otherwise our default recipe replaces its optimisation settings; `val`
+    trains on the first 45,000 training images and evaluates on the other 5,000, so that recipes
+    are tuned without looking at the test set.
     """
+    options = ("seed", "val")
     tokens = [token for token in (arg or "").split(",") if token]
-    use_seed_recipe = "seed" in tokens
-    variants = [token for token in tokens if token != "seed"]
+    variants = [token for token in tokens if token not in options]
     name = variants[0] if variants else default
     if name not in recipes or len(variants) > 1:
         raise ValueError(
-            f"unknown config variant {arg!r}; use [VARIANT][,seed] with VARIANT one of: "
+            f"unknown config variant {arg!r}; use [VARIANT][,seed][,val] with VARIANT one of: "
             f"{', '.join(recipes)}"
         )
     config = recipes[name]()
-    return config if use_seed_recipe else default_recipe(config)
+    if "seed" not in tokens:
+        config = default_recipe(config)
+    if "val" in tokens:
+        config.train_split, config.eval_split = VALIDATION_SPLITS
+    return config
 
 
 def validate(config: config_dict.ConfigDict) -> None:

@@ -6,7 +6,8 @@
 
 Each function below holds its seed's training recipe as SPEC.md records it; `,seed` after the
 variant (`configs/s7.py:seed`, `configs/s7.py:s7_dwsep,seed`) trains with it, otherwise our
-default recipe (config_lib.default_recipe) replaces the optimisation settings.
+default recipe (config_lib.default_recipe) replaces the optimisation settings. `,val` (e.g.
+`configs/s7.py:s7_dwsep,val`) holds the last 5,000 training images out for tuning.
 """
 
 from ml_collections import config_dict

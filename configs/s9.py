@@ -2,6 +2,7 @@
 
 --config=configs/s9.py        our default recipe
 --config=configs/s9.py:seed   the seed's own recipe (below)
+--config=configs/s9.py:val    tuning: train on train[:45000], evaluate on train[45000:]
 """
 
 from ml_collections import config_dict

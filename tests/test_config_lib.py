@@ -42,6 +42,15 @@ def test_unknown_variant_is_refused(repo_root):
         load(repo_root, "configs/s7.py:nope")
 
 
+@pytest.mark.parametrize("spec", ["configs/s7.py:s7_dwsep,val", "configs/s9.py:seed,val"])
+def test_val_holds_out_part_of_the_training_split_and_changes_nothing_else(repo_root, spec):
+    config = load(repo_root, spec)
+    same = load(repo_root, spec.removesuffix(",val"))
+    assert (config.train_split, config.eval_split) == ("train[:45000]", "train[45000:]")
+    config.train_split, config.eval_split = same.train_split, same.eval_split
+    assert config == same
+
+
 # (optimizer, lr, schedule, epochs, batch, weight decay, clip) as the seeds ran them.
 RECIPES = {
     "configs/s7.py:seed": ("adam", 0.01, "onecycle", 90, 256, 1e-4, 0.1),
