@@ -235,7 +235,7 @@ class MetricsLog:
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
-    def write(self, record: dict[str, Any], num_epochs: int) -> None:
+    def write(self, record: dict[str, Any], num_epochs: int, eval_split: str) -> None:
         if self.writer is None:
             return
         with self.path.open("a") as file:
@@ -245,14 +245,16 @@ class MetricsLog:
                 if key != "epoch" and isinstance(value, int | float):
                     tf.summary.scalar(key, value)
         self.writer.flush()
-        print(format_epoch(record, num_epochs), flush=True)
+        print(format_epoch(record, num_epochs, eval_split), flush=True)
 
 
-def format_epoch(record: dict[str, Any], num_epochs: int) -> str:
+def format_epoch(record: dict[str, Any], num_epochs: int, eval_split: str) -> str:
+    """One line per epoch; the record's test_* keys hold a validation split's figures as "val"."""
+    held_out = "val" if eval_split.startswith("train") else "test"
     return (
         f"epoch {record['epoch']:3d}/{num_epochs}  "
         f"train loss {record['train_loss']:.4f} acc {100 * record['train_accuracy']:6.2f}%  "
-        f"test loss {record['test_loss']:.4f} acc {100 * record['test_accuracy']:6.2f}%  "
+        f"{held_out} loss {record['test_loss']:.4f} acc {100 * record['test_accuracy']:6.2f}%  "
         f"lr {record['learning_rate']:.2e}  {record['epoch_seconds']:6.1f}s  "
         f"{record['train_images_per_second']:6.0f} img/s"
     )
@@ -389,7 +391,7 @@ def train_and_evaluate(config: config_dict.ConfigDict, workdir: str) -> dict[str
                     / train_seconds,
                     "device": device_description(),
                 }
-                log.write(record, config.num_epochs)
+                log.write(record, config.num_epochs, config.eval_split)
                 checkpoints.save(manager, state, epoch_meta(config, record))
                 progress = EpochProgress()
     finally:

@@ -149,3 +149,11 @@ def test_a_signal_during_evaluation_stops_only_an_unfinished_run(
     else:
         with pytest.raises(RunInterruptedError, match=r"step 8 \(end of epoch 1\) is the latest"):
             train.train_and_evaluate(make_config(), str(tmp_path))
+
+
+def test_epoch_line_names_a_validation_split_val(two_epochs):
+    _, record = two_epochs
+    assert " test loss " in train.format_epoch(record, 2, "test[:256]")
+    line = train.format_epoch(record, 2, "train[45000:]")
+    assert " val loss " in line and "test" not in line
+    assert line.startswith("epoch   2/2  train loss ")
