@@ -102,22 +102,26 @@ def augmentation(
     the seeds ran. `hole_fill` is "mean" (the dataset mean as uint8, the seeds' intent) or
     "black" (what a 0-1 fill value truncated to uint8 gave in seeds 002 and 004).
     """
-    brightness, contrast, saturation, hue = color_jitter
+    # ConfigDict keeps each field's first type: an int here would refuse `--config...=12.5`.
+    brightness, contrast, saturation, hue = map(float, color_jitter)
     return config_dict.ConfigDict(
         dict(
-            hflip_p=hflip_p,
+            hflip_p=float(hflip_p),
             shift_scale_rotate=dict(
-                shift=shift, scale=scale, rotate=rotate, p=shift_scale_rotate_p
+                shift=float(shift),
+                scale=float(scale),
+                rotate=float(rotate),
+                p=float(shift_scale_rotate_p),
             ),
-            coarse_dropout=dict(size=hole_size, fill=hole_fill, p=coarse_dropout_p),
+            coarse_dropout=dict(size=hole_size, fill=hole_fill, p=float(coarse_dropout_p)),
             color_jitter=dict(
                 brightness=brightness,
                 contrast=contrast,
                 saturation=saturation,
                 hue=hue,
-                p=color_jitter_p,
+                p=float(color_jitter_p),
             ),
-            to_gray_p=to_gray_p,
+            to_gray_p=float(to_gray_p),
         )
     )
 

@@ -51,6 +51,15 @@ def test_val_holds_out_part_of_the_training_split_and_changes_nothing_else(repo_
     assert config == same
 
 
+@pytest.mark.parametrize("spec", CONFIGS)
+def test_augmentation_strengths_take_fractional_overrides(repo_root, spec):
+    augment = load(repo_root, spec).augment
+    augment.shift_scale_rotate.rotate = 12.5
+    augment.coarse_dropout.p = 0.3
+    augment.hflip_p = 0.25
+    assert (augment.shift_scale_rotate.rotate, augment.coarse_dropout.p) == (12.5, 0.3)
+
+
 # (optimizer, lr, schedule, epochs, batch, weight decay, clip) as the seeds ran them.
 RECIPES = {
     "configs/s7.py:seed": ("adam", 0.01, "onecycle", 90, 256, 1e-4, 0.1),
