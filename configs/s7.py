@@ -66,12 +66,18 @@ def s7_dwsep() -> config_dict.ConfigDict:
 
 def s7_dilated_stride() -> config_dict.ConfigDict:
     """Seed 001: SGD lr 0.04, 36 x 128. Momentum 0.9, a constant LR and the assignment's
-    flip/shift-scale-rotate/hole trio are assumptions: the seed states none of them."""
+    flip/shift-scale-rotate/hole trio are assumptions: the seed states none of them.
+
+    The trio's strength was tuned on `,val` (README, Results): Albumentations 1.x's default
+    45-degree rotations and a hole in every other image left this 98k-parameter net at 82.8%.
+    """
     config = base_config()
     config.model = "s7_dilated_stride"
     config.num_epochs = 36
     config.learning_rate = 0.04
-    config.augment = augmentation(hflip_p=0.5, shift_scale_rotate_p=0.5, coarse_dropout_p=0.5)
+    config.augment = augmentation(
+        hflip_p=0.5, shift=0.1, rotate=15, shift_scale_rotate_p=0.5, coarse_dropout_p=0.25
+    )
     return config
 
 
