@@ -21,7 +21,7 @@ from typing import Any
 from absl import app, flags
 from ml_collections import config_dict
 
-from cifar_flax import checkpoints, train
+from cifar_flax import checkpoints
 from cifar_flax.console import quiet_library_logs
 from cifar_flax.errors import CifarFlaxError
 from cifar_flax.models import create_model
@@ -29,12 +29,10 @@ from cifar_flax.summary import summarize
 
 RESULTS_FILE = "results.json"
 LOG_FILE = "train.log"
-
-_WORKDIR = flags.DEFINE_string("workdir", None, "The finished run's --workdir.")
-_DEST = flags.DEFINE_string("dest", None, "Where to ship it, e.g. pretrained/s7 (must be new).")
-_LOG = flags.DEFINE_string("log", None, "The run's console output, kept as DEST/train.log.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data_dir for the evaluation.")
-flags.mark_flags_as_required(["workdir", "dest"])
+# The run's files, as cifar_flax.train names them (importing it loads TensorFlow, which main
+# does only after quiet_library_logs).
+METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
 
 
 def final_checkpoint(workdir: pathlib.Path) -> tuple[int, dict[str, Any]]:
@@ -65,7 +63,7 @@ def copy_run(
         checkpoints.checkpoint_dir(workdir) / str(step),
         checkpoints.checkpoint_dir(dest) / str(step),
     )
-    for name in (train.METRICS_FILE, train.CURVES_FILE):
+    for name in (METRICS_FILE, CURVES_FILE):
         shutil.copy2(workdir / name, dest / name)
     if log is not None:
         shutil.copy2(log, dest / LOG_FILE)
@@ -87,7 +85,7 @@ def recipe(config: dict[str, Any]) -> str:
 
 
 def results(dest: pathlib.Path, meta: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
-    records = [json.loads(line) for line in (dest / train.METRICS_FILE).read_text().splitlines()]
+    records = [json.loads(line) for line in (dest / METRICS_FILE).read_text().splitlines()]
     best = max(records, key=lambda record: record["test_accuracy"])
     summary = summarize(create_model(meta["model"]), meta["model"])
     return {
@@ -126,6 +124,8 @@ def table_row(dest: pathlib.Path, shipped: dict[str, Any]) -> str:
 def ship(
     workdir: pathlib.Path, dest: pathlib.Path, log: pathlib.Path | None, data_dir: str | None
 ) -> dict[str, Any]:
+    from cifar_flax import train
+
     step, meta = final_checkpoint(workdir)
     created = not dest.exists()
     copy_run(workdir, dest, step, log)
@@ -142,16 +142,26 @@ def ship(
     return shipped
 
 
+def define_flags() -> None:
+    """Only when run as a script: the tests import this module beside others defining data_dir."""
+    flags.DEFINE_string("workdir", None, "The finished run's --workdir.")
+    flags.DEFINE_string("dest", None, "Where to ship it, e.g. pretrained/s7 (must be new).")
+    flags.DEFINE_string("log", None, "The run's console output, kept as DEST/train.log.")
+    flags.DEFINE_string("data_dir", None, "tfds data_dir for the evaluation.")
+    flags.mark_flags_as_required(["workdir", "dest"])
+
+
 def main(argv: list[str]) -> None:
     del argv
     quiet_library_logs()
-    dest = pathlib.Path(_DEST.value)
+    values = flags.FLAGS
+    dest = pathlib.Path(values.dest)
     try:
         shipped = ship(
-            pathlib.Path(_WORKDIR.value),
+            pathlib.Path(values.workdir),
             dest,
-            None if _LOG.value is None else pathlib.Path(_LOG.value),
-            _DATA_DIR.value,
+            None if values.log is None else pathlib.Path(values.log),
+            values.data_dir,
         )
     except CifarFlaxError as error:
         sys.exit(f"error: {error}")
@@ -159,4 +169,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
