@@ -218,10 +218,19 @@ def train_epoch(
     return state, progress, None if learning_rate is None else float(learning_rate)
 
 
+def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
+    """The per-epoch records of the run in `workdir` (none before its first epoch)."""
+    path = pathlib.Path(workdir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 class MetricsLog:
     """Per-epoch records in WORKDIR/metrics.jsonl and TensorBoard event files (chief only)."""
 
     def __init__(self, workdir: pathlib.Path, resume_after_epoch: int) -> None:
+        self.workdir = workdir
         self.path = workdir / METRICS_FILE
         self.writer = None
         if is_chief():
@@ -231,9 +240,7 @@ class MetricsLog:
             self.writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
 
     def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return read_metrics(self.workdir)
 
     def write(self, record: dict[str, Any], num_epochs: int, eval_split: str) -> None:
         if self.writer is None:

@@ -29,10 +29,6 @@ from cifar_flax.summary import summarize
 
 RESULTS_FILE = "results.json"
 LOG_FILE = "train.log"
-# The run's files, as cifar_flax.train names them (importing it loads TensorFlow, which main
-# does only after quiet_library_logs).
-METRICS_FILE = "metrics.jsonl"
-CURVES_FILE = "curves.png"
 
 
 def final_checkpoint(workdir: pathlib.Path) -> tuple[int, dict[str, Any]]:
@@ -53,7 +49,11 @@ def final_checkpoint(workdir: pathlib.Path) -> tuple[int, dict[str, Any]]:
 
 
 def copy_run(
-    workdir: pathlib.Path, dest: pathlib.Path, step: int, log: pathlib.Path | None
+    workdir: pathlib.Path,
+    dest: pathlib.Path,
+    step: int,
+    log: pathlib.Path | None,
+    run_files: tuple[str, ...],
 ) -> None:
     if dest.exists() and any(dest.iterdir()):
         raise CifarFlaxError(f"{dest} is not empty; ship to a new directory")
@@ -63,7 +63,7 @@ def copy_run(
         checkpoints.checkpoint_dir(workdir) / str(step),
         checkpoints.checkpoint_dir(dest) / str(step),
     )
-    for name in (METRICS_FILE, CURVES_FILE):
+    for name in run_files:
         shutil.copy2(workdir / name, dest / name)
     if log is not None:
         shutil.copy2(log, dest / LOG_FILE)
@@ -84,8 +84,9 @@ def recipe(config: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def results(dest: pathlib.Path, meta: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
-    records = [json.loads(line) for line in (dest / METRICS_FILE).read_text().splitlines()]
+def results(
+    meta: dict[str, Any], report: dict[str, Any], records: list[dict[str, Any]]
+) -> dict[str, Any]:
     best = max(records, key=lambda record: record["test_accuracy"])
     summary = summarize(create_model(meta["model"]), meta["model"])
     return {
@@ -124,11 +125,12 @@ def table_row(dest: pathlib.Path, shipped: dict[str, Any]) -> str:
 def ship(
     workdir: pathlib.Path, dest: pathlib.Path, log: pathlib.Path | None, data_dir: str | None
 ) -> dict[str, Any]:
+    # Imported here, not above: it loads TensorFlow, which main does after quiet_library_logs.
     from cifar_flax import train
 
     step, meta = final_checkpoint(workdir)
     created = not dest.exists()
-    copy_run(workdir, dest, step, log)
+    copy_run(workdir, dest, step, log, (train.METRICS_FILE, train.CURVES_FILE))
     config = config_dict.ConfigDict(meta["config"])
     config.data_dir = data_dir
     try:
@@ -137,7 +139,7 @@ def ship(
         if created:  # leave no half-shipped model behind; the run itself is untouched
             shutil.rmtree(dest)
         raise
-    shipped = results(dest, meta, report)
+    shipped = results(meta, report, train.read_metrics(dest))
     (dest / RESULTS_FILE).write_text(json.dumps(shipped, indent=2) + "\n")
     return shipped
 
