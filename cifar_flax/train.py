@@ -230,7 +230,6 @@ class MetricsLog:
     """Per-epoch records in WORKDIR/metrics.jsonl and TensorBoard event files (chief only)."""
 
     def __init__(self, workdir: pathlib.Path, resume_after_epoch: int) -> None:
-        self.workdir = workdir
         self.path = workdir / METRICS_FILE
         self.writer = None
         if is_chief():
@@ -240,7 +239,7 @@ class MetricsLog:
             self.writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
 
     def records(self) -> list[dict[str, Any]]:
-        return read_metrics(self.workdir)
+        return read_metrics(self.path.parent)
 
     def write(self, record: dict[str, Any], num_epochs: int, eval_split: str) -> None:
         if self.writer is None:
