@@ -1,6 +1,8 @@
 """Shared test fixtures."""
 
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -17,6 +19,18 @@ needs_data = pytest.mark.skipif(
 @pytest.fixture
 def repo_root() -> pathlib.Path:
     return REPO_ROOT
+
+
+def cli(repo_root, *args):
+    """`python -m cifar_flax.main ARGS` run from `repo_root`, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "cifar_flax.main", *args],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def make_config(**overrides):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import DATA_DIR, REPO_ROOT, needs_data
+from tests.conftest import DATA_DIR, REPO_ROOT, cli, needs_data
 
 EXPECTED = {
     ("configs/s7.py",): ("97,284", "69 (109"),
@@ -24,17 +24,6 @@ EXPECTED = {
     ("configs/s6.py",): ("187,418", "31 (35"),
     ("configs/s7.py", "--config.model=s9_inverted_residual"): ("178,178", "47 (59"),
 }
-
-
-def cli(repo_root, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "cifar_flax.main", *args],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(("args", "expected"), EXPECTED.items())

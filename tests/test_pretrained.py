@@ -7,12 +7,10 @@ model that no longer restores, or restores to other outputs, fails here.
 import json
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import DATA_DIR, REPO_ROOT, needs_data
+from tests.conftest import DATA_DIR, REPO_ROOT, cli, needs_data
 
 # The --config each shipped model's README command evaluates it with.
 CONFIGS = {
@@ -35,22 +33,13 @@ def test_shipped_model_evaluates_to_its_readme_accuracy(name, tmp_path):
     shipped = json.loads((REPO_ROOT / "pretrained" / name / "results.json").read_text())
     # A copy: evaluation writes eval.json and misclassified.png into the directory it reads.
     workdir = shutil.copytree(REPO_ROOT / "pretrained" / name, tmp_path / name)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cifar_flax.main",
-            f"--config={CONFIGS[name]}",
-            f"--workdir={workdir}",
-            "--mode=eval",
-            f"--config.data_dir={DATA_DIR}",
-            "--config.download=false",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    result = cli(
+        REPO_ROOT,
+        f"--config={CONFIGS[name]}",
+        f"--workdir={workdir}",
+        "--mode=eval",
+        f"--config.data_dir={DATA_DIR}",
+        "--config.download=false",
     )
     assert result.returncode == 0, result.stderr
     accuracy = f"{100 * shipped['final_accuracy']:.2f}%"
