@@ -254,13 +254,18 @@ class MetricsLog:
         print(format_epoch(record, num_epochs, eval_split), flush=True)
 
 
+def held_out_name(eval_split: str) -> str:
+    """What to call the evaluation split: "val" when it is held out of the training split."""
+    return "val" if eval_split.startswith("train") else "test"
+
+
 def format_epoch(record: dict[str, Any], num_epochs: int, eval_split: str) -> str:
     """One line per epoch; the record's test_* keys hold a validation split's figures as "val"."""
-    held_out = "val" if eval_split.startswith("train") else "test"
     return (
         f"epoch {record['epoch']:3d}/{num_epochs}  "
         f"train loss {record['train_loss']:.4f} acc {100 * record['train_accuracy']:6.2f}%  "
-        f"{held_out} loss {record['test_loss']:.4f} acc {100 * record['test_accuracy']:6.2f}%  "
+        f"{held_out_name(eval_split)} loss {record['test_loss']:.4f} "
+        f"acc {100 * record['test_accuracy']:6.2f}%  "
         f"lr {record['learning_rate']:.2e}  {record['epoch_seconds']:6.1f}s  "
         f"{record['train_images_per_second']:6.0f} img/s"
     )
@@ -408,7 +413,12 @@ def train_and_evaluate(config: config_dict.ConfigDict, workdir: str) -> dict[str
         raise interrupted(stop.received, workdir, int(state.step), epoch, progress, steps)
     records = log.records()
     if records and is_chief():
-        plots.save_training_curves(records, workdir / CURVES_FILE, title=config.model)
+        plots.save_training_curves(
+            records,
+            workdir / CURVES_FILE,
+            title=config.model,
+            held_out=held_out_name(config.eval_split),
+        )
     if not record:
         if is_chief():
             print(f"Nothing to do: {workdir} already holds all {config.num_epochs} epochs")
