@@ -22,6 +22,7 @@ CASES = [
     (16, 16, 1, 3, 1, 1, 1, 10),  # dense, native (stride 1, undilated, few outputs)
     (32, 64, 1, 1, 1, 0, 1, 8),  # 1x1, as a matrix product
     (16, 24, 1, 1, 2, 1, 1, 9),  # 1x1 with PyTorch's padding and a stride
+    (12, 12, 12, 1, 1, 1, 1, 7),  # depthwise 1x1 with padding: the input gradient crops
 ]
 
 
