@@ -114,30 +114,31 @@ def depthwise_backward(
     x, kernel = residuals
     size = kernel.shape[0]
     span = dilation * (size - 1)
-    # Spread the output gradient back onto the stride-1 grid and pad it so that a stride-1
-    # conv with the flipped kernel returns exactly the input's height and width.
+    no_padding = (0, 0, 0)
     spread = lax.pad(
         grad,
         jnp.zeros((), grad.dtype),
         [
-            (0, 0, 0),
-            *(
-                (
-                    span - padding,
-                    span - padding + (extent + 2 * padding - span - 1) % stride,
-                    stride - 1,
-                )
-                for extent in x.shape[1:3]
-            ),
-            (0, 0, 0),
+            no_padding,
+            *(transposed_padding(extent, span, stride, padding) for extent in x.shape[1:3]),
+            no_padding,
         ],
     )
     grad_x = shifted_depthwise_conv(spread, kernel[::-1, ::-1], 1, 0, dilation)
-    multiplier = kernel.shape[-1] // x.shape[-1]
-    grad_x = grad_x.reshape(*x.shape, multiplier).sum(-1)
+    grad_x = grad_x.reshape(*x.shape, -1).sum(-1)  # each input channel's `multiplier` outputs
     windows = shifted_windows(repeat_channels(x, kernel), size, stride, padding, dilation)
     grad_kernel = jnp.stack([jnp.sum(window * grad, axis=(0, 1, 2)) for window in windows])
     return grad_x, grad_kernel.reshape(kernel.shape)
+
+
+def transposed_padding(extent: int, span: int, stride: int, padding: int) -> tuple[int, int, int]:
+    """`lax.pad`'s (low, high, interior) for one spatial axis of an output gradient.
+
+    The interior zeros spread it back onto the stride-1 grid; the edges (negative: a crop) make
+    a stride-1 conv of span `span` with the flipped kernel return exactly `extent` positions.
+    """
+    low = span - padding
+    return low, low + (extent + 2 * padding - span - 1) % stride, stride - 1
 
 
 shifted_depthwise_conv.defvjp(depthwise_forward, depthwise_backward)
