@@ -19,6 +19,7 @@ CONFIGS = {
     "s7_dwsep": "configs/s7.py:s7_dwsep",
     "s7_dilated_stride": "configs/s7.py:s7_dilated_stride",
     "s9": "configs/s9.py",
+    "s9_seed": "configs/s9.py:seed",
     "s6": "configs/s6.py",
 }
 SHIPPED = sorted(path.parent.name for path in (REPO_ROOT / "pretrained").glob("*/results.json"))
