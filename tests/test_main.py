@@ -222,7 +222,9 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_exit_with_a_message(
     last = stopped.stderr.strip().splitlines()[-1]
     name = signal.Signals(signum).name
     assert last.startswith(f"{name}: training stopped;") and last.endswith("to resume"), last
-    assert "Traceback" not in stopped.stderr
+    # Only our two lines: no traceback, nor orbax's warning about the checkpoint's missing metrics.
+    lines = stopped.stderr.strip().splitlines()
+    assert all(line.startswith(name) for line in lines), stopped.stderr
     assert len(metrics(tmp_path)) < 3
     result = finish(start(repo_root, tmp_path, "--config.num_epochs=3"))
     assert result.returncode == 0, result.stderr
