@@ -496,7 +496,7 @@ def evaluate(config: config_dict.ConfigDict, workdir: str, which: str = "best") 
         normalize,
         global_batches(data_sharding(mesh)),
     )
-    report = eval_report(result, split.class_names, meta, which, step)
+    report = eval_report(result, split, meta, which, step)
     if not is_chief():
         return report
     print_report(report, split.class_names)
@@ -517,11 +517,12 @@ def evaluate(config: config_dict.ConfigDict, workdir: str, which: str = "best") 
 
 def eval_report(
     result: EvalResult,
-    class_names: tuple[str, ...],
+    split: input_pipeline.Split,
     meta: dict[str, Any],
     which: str,
     step: int,
 ) -> dict[str, Any]:
+    class_names = split.class_names
     classes = len(class_names)
     confusion = np.zeros((classes, classes), np.int64)
     np.add.at(confusion, (result.labels, result.predictions), 1)
@@ -529,6 +530,7 @@ def eval_report(
     return {
         "model": meta["model"],
         "checkpoint": which,
+        "split": split.name,
         "step": step,
         "epoch": meta["epoch"],
         "steps_into_next_epoch": len(meta["epoch_losses"]),
@@ -546,7 +548,10 @@ def print_report(report: dict[str, Any], class_names: tuple[str, ...]) -> None:
     if report["steps_into_next_epoch"]:
         where += f" + {report['steps_into_next_epoch']} steps"
     print(f"Checkpoint: {report['checkpoint']} (step {report['step']}, {where}), {report['model']}")
-    print(f"Test accuracy: {100 * report['accuracy']:.2f}% ({report['correct']}/{report['count']})")
+    print(
+        f"{held_out_name(report['split']).capitalize()} accuracy: "
+        f"{100 * report['accuracy']:.2f}% ({report['correct']}/{report['count']})"
+    )
     print("Per-class accuracy:")
     for name, accuracy in report["per_class_accuracy"].items():
         print(f"  {name:12s} {100 * accuracy:6.2f}%")

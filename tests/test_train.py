@@ -44,6 +44,15 @@ def test_eval_reproduces_the_last_test_accuracy(two_epochs, capsys):
     assert (workdir / "misclassified.png").exists()
 
 
+def test_eval_on_a_slice_of_the_training_split_calls_it_val(two_epochs, capsys):
+    workdir, _ = two_epochs
+    report = train.evaluate(make_config(eval_split="train[:128]"), str(workdir), which="latest")
+    assert (report["split"], report["count"]) == ("train[:128]", 128)
+    out = capsys.readouterr().out
+    assert f"Val accuracy: {100 * report['accuracy']:.2f}% ({report['correct']}/128)" in out
+    assert "Test accuracy" not in out
+
+
 def test_eval_needs_only_the_model_name_from_the_checkpoint(two_epochs):
     workdir, record = two_epochs
     other = make_config(model="s6_grouped", batch_size=32)  # another config entirely
