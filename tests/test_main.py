@@ -219,11 +219,11 @@ def test_sigterm_and_sigint_save_a_checkpoint_and_exit_with_a_message(
     process.send_signal(signum)
     stopped = finish(process)
     assert stopped.returncode == 128 + signum, stopped.stderr
-    last = stopped.stderr.strip().splitlines()[-1]
-    name = signal.Signals(signum).name
-    assert last.startswith(f"{name}: training stopped;") and last.endswith("to resume"), last
-    # Only our two lines: no traceback, nor orbax's warning about the checkpoint's missing metrics.
     lines = stopped.stderr.strip().splitlines()
+    name = signal.Signals(signum).name
+    assert lines[-1].startswith(f"{name}: training stopped;"), lines[-1]
+    assert lines[-1].endswith("to resume"), lines[-1]
+    # Only our two lines: no traceback, nor orbax's warning about the checkpoint's missing metrics.
     assert all(line.startswith(name) for line in lines), stopped.stderr
     assert len(metrics(tmp_path)) < 3
     result = finish(start(repo_root, tmp_path, "--config.num_epochs=3"))
