@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import types
+from collections.abc import Callable, Mapping
 
 from ml_collections import config_dict
 
@@ -146,13 +147,19 @@ def default_recipe(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
 VALIDATION_SPLITS = ("train[:45000]", "train[45000:]")  # (train, eval) of a tuning run
 
 
-def select(arg: str | None, recipes: dict, default: str) -> config_dict.ConfigDict:
+def select(
+    arg: str | None,
+    recipes: Mapping[str, Callable[[], config_dict.ConfigDict]],
+    default: str,
+    tuned: Mapping[str, Callable[[config_dict.ConfigDict], None]] | None = None,
+) -> config_dict.ConfigDict:
     """The config that a config file's `:arg` names: `[variant][,seed][,val]`.
 
     `variant` picks the network (default `default`); `seed` keeps that seed's own training recipe
-    as SPEC.md records it, otherwise our default recipe replaces its optimisation settings; `val`
-    trains on the first 45,000 training images and evaluates on the other 5,000, so that recipes
-    are tuned without looking at the test set.
+    as SPEC.md records it, otherwise our default recipe replaces its optimisation settings, and
+    `tuned[variant]`, where there is one, then changes what tuning on `val` found better for that
+    network; `val` trains on the first 45,000 training images and evaluates on the other 5,000,
+    so that recipes are tuned without looking at the test set.
     """
     options = ("seed", "val")
     tokens = [token for token in (arg or "").split(",") if token]
@@ -166,6 +173,8 @@ def select(arg: str | None, recipes: dict, default: str) -> config_dict.ConfigDi
     config = recipes[name]()
     if "seed" not in tokens:
         config = default_recipe(config)
+        if tuned and name in tuned:
+            tuned[name](config)
     if "val" in tokens:
         config.train_split, config.eval_split = VALIDATION_SPLITS
     return config

@@ -113,3 +113,10 @@ def test_seed_augmentations(repo_root):
     assert s9.augment.color_jitter.p == 0 and s9.augment.to_gray_p == 0
     s6 = load(repo_root, "configs/s6.py:seed")
     assert tuple(s6.normalize.mean) == tuple(s6.normalize.std) == (0.5, 0.5, 0.5)
+
+
+def test_s7_lite_default_recipe_takes_its_tuned_augmentation(repo_root):
+    tuned = load(repo_root, "configs/s7.py").augment
+    assert (tuned.hflip_p, tuned.shift_scale_rotate.p, tuned.coarse_dropout.p) == (0.5, 0.5, 0.25)
+    assert tuned.color_jitter.p == tuned.to_gray_p == 0
+    assert load(repo_root, "configs/s7.py:val").augment == tuned
