@@ -134,7 +134,9 @@ def ship(
     config = config_dict.ConfigDict(meta["config"])
     config.data_dir = data_dir
     try:
-        report = train.evaluate(config, str(dest), which="latest")
+        # DEST holds one checkpoint, so best is the final one; "best" is --mode=eval's default,
+        # so the README's eval command rewrites this eval.json unchanged.
+        report = train.evaluate(config, str(dest), which="best")
     except CifarFlaxError:
         if created:  # leave no half-shipped model behind; the run itself is untouched
             shutil.rmtree(dest)

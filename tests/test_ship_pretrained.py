@@ -41,10 +41,13 @@ def test_ships_only_the_final_checkpoint_and_evaluates_it(script, finished_run, 
     assert shipped["recipe"] == "Adam, constant 0.01, wd 0.0001, clip 0.1, bs 64"
     assert json.loads((dest / "results.json").read_text()) == shipped
 
-    # The shipped directory alone gives the same accuracy, through the default (best) choice.
+    # The shipped directory alone gives the same accuracy, through the default (best) choice,
+    # and rewrites the shipped eval.json unchanged (no diff in a repo after the README command).
+    shipped_eval = (dest / "eval.json").read_text()
     capsys.readouterr()
     report = train.evaluate(make_config(), str(dest))
     assert report["accuracy"] == records[-1]["test_accuracy"]
+    assert (dest / "eval.json").read_text() == shipped_eval
     row = script.table_row(dest, shipped)
     assert f"**{100 * records[-1]['test_accuracy']:.2f}%**" in row and "97,284" in row
 
