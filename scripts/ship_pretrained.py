@@ -134,9 +134,9 @@ def ship(
     config = config_dict.ConfigDict(meta["config"])
     config.data_dir = data_dir
     try:
-        # DEST holds one checkpoint, so best is the final one; "best" is --mode=eval's default,
-        # so the README's eval command rewrites this eval.json unchanged.
-        report = train.evaluate(config, str(dest), which="best")
+        # DEST holds one checkpoint, the final one; the default checkpoint choice, as with
+        # --mode=eval, lets the README's eval command rewrite this eval.json unchanged.
+        report = train.evaluate(config, str(dest))
     except CifarFlaxError:
         if created:  # leave no half-shipped model behind; the run itself is untouched
             shutil.rmtree(dest)
