@@ -1,11 +1,12 @@
-r"""Train, evaluate or summarize a seed network on CIFAR-10.
+r"""Train, evaluate or summarize a seed network (or your own) on CIFAR-10.
 
-    python -m cifar_flax.main --config=configs/s7.py --workdir=runs/s7
-    python -m cifar_flax.main --config=configs/s7.py --workdir=runs/s7 --mode=eval
+    python -m cifar_flax.main --config=configs/s7.py                  # trains into runs/s7
+    python -m cifar_flax.main --config=configs/s7.py --mode=eval
     python -m cifar_flax.main --config=configs/s7.py:s7_dwsep --mode=summary
-    python -m cifar_flax.main --config=configs/s7.py --workdir=runs/s7 --mode=data
+    python -m cifar_flax.main --config=configs/s7.py --mode=data --workdir=runs/look
 
-Any config key can be overridden, e.g. --config.model=s6_grouped --config.num_epochs=5.
+Any config key can be overridden, e.g. --config.model=s6_grouped --config.num_epochs=5, or
+--config.model=examples/my_net.py:MyNet for a network of your own.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Training configuration file (configs/*.py[:variant])."
 )
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
+flags.DEFINE_string(
+    "workdir",
+    None,
+    "Directory for checkpoints, metrics and figures. Default: runs/NAME, from the config file, "
+    "its variant and an overridden model (configs/s7.py:s7_dwsep,seed: runs/s7-s7_dwsep-seed).",
+)
 flags.DEFINE_enum(
     "mode",
     "train",
@@ -56,9 +62,19 @@ flags.DEFINE_integer(
     "This process's index, 0 to num_processes - 1. Default: $JAX_PROCESS_ID.",
 )
 SAMPLE_GRID = "augmented_samples.png"
+DEFAULT_RUNS = "runs"
 # Set by the schedulers jax.distributed detects by itself, when they start several processes.
 CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 flags.mark_flag_as_required("config")
+
+
+def default_workdir(config_spec: str, model_override: str | None = None) -> pathlib.Path:
+    """runs/NAME for a run without --workdir: one directory per config file, variant and model."""
+    path, _, variant = config_spec.partition(":")
+    parts = [pathlib.Path(path).stem, *(token for token in variant.split(",") if token)]
+    if model_override:
+        parts.append(model_override.rpartition(":")[2].removesuffix(".py").rpartition("/")[2])
+    return pathlib.Path(DEFAULT_RUNS) / "-".join(parts)
 
 
 def run(
@@ -152,6 +168,18 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(f"error: unknown config key {detail.replace(chr(10), '; ')}")
 
 
+def chosen_workdir() -> str | None:
+    """--workdir, or the default one (announced first, so that the user knows where to look)."""
+    if FLAGS.workdir or FLAGS.mode == "summary":
+        return FLAGS.workdir
+    overrides = config_flags.get_override_values(FLAGS["config"])
+    workdir = default_workdir(
+        config_flags.get_config_filename(FLAGS["config"]), overrides.get("model")
+    )
+    print(f"Workdir: {workdir} (the default for this config; --workdir=DIR to choose)", flush=True)
+    return str(workdir)
+
+
 def main(argv: Sequence[str]) -> None:
     quiet_library_logs()
     if len(argv) > 1:
@@ -159,7 +187,7 @@ def main(argv: Sequence[str]) -> None:
     try:
         if FLAGS.mode in ("train", "eval"):
             initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-        run(FLAGS.mode, FLAGS.config, FLAGS.workdir, FLAGS.checkpoint)
+        run(FLAGS.mode, FLAGS.config, chosen_workdir(), FLAGS.checkpoint)
     except RunInterruptedError as stopped:  # after saving a checkpoint: not a mistake
         print(stopped, file=sys.stderr)
         sys.exit(stopped.exit_code)

@@ -24,6 +24,7 @@ from cifar_flax import checkpoints, input_pipeline, plots
 from cifar_flax.config_lib import validate
 from cifar_flax.errors import CifarFlaxError, RunInterruptedError
 from cifar_flax.models import create_model
+from cifar_flax.models.external import canonical
 from cifar_flax.steps import (
     TrainState,
     create_train_state,
@@ -301,13 +302,47 @@ def resume_point(
     if step is None:
         return 0, 0, EpochProgress()
     meta = checkpoints.read_meta(manager, step)
-    if meta["model"] != config.model:
+    changed = changed_settings(meta, config)
+    if changed:
         raise CifarFlaxError(
-            f"{checkpoints.checkpoint_dir(workdir)} holds checkpoints of {meta['model']}, "
-            f"not {config.model}; use another --workdir to train {config.model}"
+            f"{workdir} holds a run with other settings ({'; '.join(changed)}); pass "
+            "--workdir=DIR to train this config elsewhere, or resume with the settings it has"
         )
     progress = EpochProgress(tuple(meta["epoch_losses"]), tuple(meta["epoch_corrects"]))
     return step, meta["epoch"], progress
+
+
+# Keys that may change between the runs of one workdir: where the data is, how it is produced.
+RESUMABLE_CHANGES = ("data_dir", "download", "augment_workers")
+
+
+def changed_settings(meta: dict[str, Any], config: config_dict.ConfigDict) -> list[str]:
+    """How `config` differs from the one the checkpoint's run trained with, key by key.
+
+    More epochs continue a run only where the learning-rate schedule does not depend on them.
+    """
+    saved = flatten(meta["config"])
+    current = flatten(json.loads(config.to_json_best_effort()))
+    saved["model"], current["model"] = meta["model"], canonical(config.model)
+    ignored = set(RESUMABLE_CHANGES)
+    if config.lr_schedule != "onecycle":
+        ignored.add("num_epochs")
+    return [
+        f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+        for key in sorted(saved.keys() & current.keys())
+        if key not in ignored and saved.get(key) != current.get(key)
+    ][:3]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists become tuples, so JSON and config values compare."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = tuple(value) if isinstance(value, list) else value
+    return flat
 
 
 def train_and_evaluate(config: config_dict.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -333,11 +368,11 @@ def train_and_evaluate(config: config_dict.ConfigDict, workdir: str) -> dict[str
 
     mesh = make_mesh()
     to_global = global_batches(data_sharding(mesh))
-    state = jax.device_put(create_train_state(model, config, steps), replicated(mesh))
     manager = checkpoints.open_manager(workdir)
     record: dict[str, Any] = {}
     try:
         step, epochs_done, progress = resume_point(manager, config, workdir)
+        state = jax.device_put(create_train_state(model, config, steps), replicated(mesh))
         if step:
             state = checkpoints.restore_state(manager, step, state)
             where = f"epoch {epochs_done}" + (
@@ -446,7 +481,7 @@ def progress_meta(
 ) -> dict[str, Any]:
     """Meta of a checkpoint saved partway through epoch `epochs_done + 1`."""
     return {
-        "model": config.model,
+        "model": canonical(config.model),
         "eval_split": config.eval_split,
         "normalize": {"mean": list(config.normalize.mean), "std": list(config.normalize.std)},
         "config": json.loads(config.to_json_best_effort()),

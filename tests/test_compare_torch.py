@@ -5,7 +5,7 @@ import pytest
 from cifar_flax.config_lib import import_file
 from tests.conftest import REPO_ROOT
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="needs PyTorch (pip install torch), not a dependency")
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +19,6 @@ def script():
 )
 def test_flax_equals_pytorch(script, name):
     if not script.DEFAULT_TORCH_SEEDS.exists():
-        pytest.skip(f"no reference at {script.DEFAULT_TORCH_SEEDS}")
+        pytest.skip(f"needs the PyTorch seed networks at {script.DEFAULT_TORCH_SEEDS}")
     torch_seeds = import_file(script.DEFAULT_TORCH_SEEDS)
     assert script.max_logit_difference(name, torch_seeds, batch_size=4) <= 1e-4

@@ -1,4 +1,4 @@
-"""The configs in configs/: required keys, variants, and each seed's recipe from SPEC.md."""
+"""The configs in configs/: required keys, variants, and each seed's recipe as the seed ran it."""
 
 import pytest
 

@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from cifar_flax.host_memory import TUNABLES, uses_glibc
+from tests.conftest import e2e
 
-pytestmark = pytest.mark.skipif(not uses_glibc(), reason="the tunables are glibc's")
+pytestmark = [pytest.mark.skipif(not uses_glibc(), reason="the tunables are glibc's"), e2e]
 
 # Restarts itself, then reports its tunables and the page faults of a jitted step that
 # returns a fresh 64 MiB array, as XLA's CPU runtime allocates one every call.

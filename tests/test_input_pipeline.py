@@ -13,14 +13,12 @@ import pytest
 from cifar_flax import input_pipeline
 from cifar_flax.config_lib import augmentation, base_config
 from cifar_flax.errors import CifarFlaxError
-from tests.conftest import DATA_DIR, REPO_ROOT, needs_data
-
-DATA_DIR = str(DATA_DIR)
+from tests.conftest import REAL_DATA_DIR, REPO_ROOT, e2e, needs_real_data, synthetic_data_dir
 
 
 @pytest.fixture(scope="module")
 def train_512():
-    return input_pipeline.load_split(DATA_DIR, "train[:512]")
+    return input_pipeline.load_split(synthetic_data_dir(), "train[:512]")
 
 
 def small_config(batch_size=64):
@@ -30,29 +28,27 @@ def small_config(batch_size=64):
     return config
 
 
-@needs_data
 def test_split_slicing(train_512):
     assert len(train_512) == 512
     assert train_512.images.shape == (512, 32, 32, 3) and train_512.images.dtype == np.uint8
     assert train_512.labels.dtype == np.int32
-    assert len(input_pipeline.load_split(DATA_DIR, "test[10%:20%]")) == 1000
+    assert len(input_pipeline.load_split(synthetic_data_dir(), "test[10%:20%]")) == 50
     assert train_512.class_names[:3] == ("airplane", "automobile", "bird")
 
 
-@needs_data
-def test_class_counts_and_statistics_of_the_test_split():
-    test = input_pipeline.load_split(DATA_DIR, "test")
+@needs_real_data
+def test_class_counts_and_statistics_of_the_real_test_split():
+    test = input_pipeline.load_split(str(REAL_DATA_DIR), "test")
     np.testing.assert_array_equal(input_pipeline.class_counts(test), [1000] * 10)
     mean, std = input_pipeline.channel_stats(test)
-    # ../shared/data/README.md: test mean and std per channel.
+    # The published statistics of CIFAR-10's test split, per channel.
     np.testing.assert_allclose(mean, (0.494214, 0.485131, 0.450409), atol=1e-4)
     np.testing.assert_allclose(std, (0.246653, 0.242892, 0.261592), atol=1e-4)
 
 
-@needs_data
 def test_bad_split_is_a_one_line_error():
     with pytest.raises(CifarFlaxError, match="bad split 'validation'") as error:
-        input_pipeline.load_split(DATA_DIR, "validation")
+        input_pipeline.load_split(synthetic_data_dir(), "validation")
     assert "\n" not in str(error.value)
 
 
@@ -75,7 +71,6 @@ def test_download_false_does_not_probe_the_network(tmp_path, monkeypatch):
         input_pipeline.load_split(str(tmp_path), "train", download=False)
 
 
-@needs_data
 def test_a_resumed_epoch_and_each_process_shard_see_the_same_batches(train_512):
     config = small_config(batch_size=64)
     with input_pipeline.Augmenter(config.augment, config.normalize.mean) as augmenter:
@@ -110,7 +105,6 @@ def collect(batches):
     return [b["image"] for b in batches], [b["label"] for b in batches]
 
 
-@needs_data
 def test_train_batches_shape_dtype_and_dropped_remainder(train_512):
     config = small_config(batch_size=100)
     with input_pipeline.Augmenter(config.augment, config.normalize.mean) as augmenter:
@@ -122,7 +116,6 @@ def test_train_batches_shape_dtype_and_dropped_remainder(train_512):
     assert len(set(np.concatenate(labels).tolist())) == 10
 
 
-@needs_data
 def test_train_batches_are_a_function_of_seed_and_epoch(train_512):
     config = small_config()
     with input_pipeline.Augmenter(config.augment, config.normalize.mean) as augmenter:
@@ -138,7 +131,7 @@ def test_train_batches_are_a_function_of_seed_and_epoch(train_512):
     assert not np.array_equal(np.stack(first[1]), np.stack(other_seed[1]))
 
 
-@needs_data
+@e2e
 def test_worker_processes_give_the_same_batches(train_512):
     config = small_config(batch_size=128)
     with input_pipeline.Augmenter(config.augment, config.normalize.mean, workers=0) as inline:
@@ -149,7 +142,6 @@ def test_worker_processes_give_the_same_batches(train_512):
     np.testing.assert_array_equal(np.stack(expected[1]), np.stack(got[1]))
 
 
-@needs_data
 def test_train_images_are_augmented_and_normalized(train_512):
     config = small_config(batch_size=512)
     config.augment = augmentation(hflip_p=1.0)
@@ -165,9 +157,8 @@ def test_train_images_are_augmented_and_normalized(train_512):
         assert originals[image[:, ::-1].tobytes()] == label  # flipped, label kept
 
 
-@needs_data
 def test_eval_batches_only_normalize_in_order_and_keep_the_last_batch():
-    split = input_pipeline.load_split(DATA_DIR, "test[:100]")
+    split = input_pipeline.load_split(synthetic_data_dir(), "test[:100]")
     config = small_config(batch_size=32)
     batches = list(input_pipeline.eval_batches(split, 32, config.normalize))
     assert [len(b["label"]) for b in batches] == [32, 32, 32, 32]  # the last one padded
@@ -180,9 +171,8 @@ def test_eval_batches_only_normalize_in_order_and_keep_the_last_batch():
     np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[:100], split.labels)
 
 
-@needs_data
 def test_shards_of_eval_batches_make_up_the_whole_batches():
-    split = input_pipeline.load_split(DATA_DIR, "test[:100]")
+    split = input_pipeline.load_split(synthetic_data_dir(), "test[:100]")
     normalize = small_config().normalize
     whole = list(input_pipeline.eval_batches(split, 32, normalize))
     halves = [
@@ -208,6 +198,7 @@ if __name__ == "__main__":
 """
 
 
+@e2e
 def test_workers_exit_when_the_training_process_is_killed(tmp_path):
     script = tmp_path / "orphan.py"
     script.write_text(ORPHAN)

@@ -103,8 +103,9 @@ def test_channel_dropout_drops_whole_feature_maps():
 def test_inverted_bottleneck_dropout_is_elementwise():
     block = InvertedBottleneck(16, 8, dropout=0.5)
     x = images((2, 6, 6, 8))
-    variables = block.init(KEY, x)
-    y, _ = block.apply(variables, x, train=True, rngs={"dropout": KEY}, mutable=["batch_stats"])
+    variables = jax.jit(block.init)(KEY, x)
+    train = jax.jit(lambda v, x: block.apply(v, x, True, rngs={"dropout": KEY}, mutable=True))
+    y, _ = train(variables, x)
     per_map_zeros = jnp.mean(y == 0, axis=(1, 2))
     assert bool(jnp.any((per_map_zeros > 0) & (per_map_zeros < 1)))  # zeros inside a map
 

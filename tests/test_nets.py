@@ -8,9 +8,9 @@ import pytest
 from cifar_flax.errors import CifarFlaxError
 from cifar_flax.models import MODELS, create_model
 from cifar_flax.models.layers import Conv2d
-from cifar_flax.summary import trace_calls
+from cifar_flax.summary import trace
 
-# Parameters and BatchNorm running statistics, from SPEC.md's summary table and Appendix B.
+# Parameters and BatchNorm running statistics, from the seeds' summaries.
 SIZES = {
     "s7_dwsep": (170_304, 896),
     "s7_dilated_stride": (98_180, 1_012),
@@ -18,7 +18,7 @@ SIZES = {
     "s7_lite": (97_284, 724),
     "s6_grouped": (187_418, 1_152),
 }
-# Output size (H = W) of every convolution in call order, from SPEC.md's layer tables.
+# Output size (H = W) of every convolution in call order, from the seeds' layer tables.
 CONV_SIZES = {
     "s7_dwsep": [32, 32, 15, 15, 15, 17, 8, 6, 6, 2, 2, 2, 4],
     "s7_dilated_stride": [32, 32, 16, 16, 16, 16, 16, 16, 8, 8, 8, 8, 8, 4, 4, 4],
@@ -46,21 +46,41 @@ def test_parameter_and_running_stat_counts(name):
 
 @pytest.mark.parametrize("name", SIZES)
 def test_convolution_output_sizes_follow_the_seed(name):
-    root = trace_calls(create_model(name), (1, 32, 32, 3))
+    root, _ = trace(create_model(name), (1, 32, 32, 3))
     sizes = [call.out_shape[1] for call in root.walk() if isinstance(call.module, Conv2d)]
     assert sizes == CONV_SIZES[name]
 
 
+def fast_compile(function, *args):
+    """`function` compiled for `args` without XLA's backend optimisations: these tests check
+    what the networks compute, once, and the optimisations would double the compile time."""
+    return jax.jit(function).lower(*args).compile({"xla_backend_optimization_level": 0})
+
+
 @pytest.fixture(scope="module", params=list(SIZES))
 def initialized(request):
+    """A network's variables and its outputs: eval mode twice, train mode with two keys."""
     model = create_model(request.param)
     images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
-    return request.param, model, model.init(jax.random.key(0), images), images
+    variables = fast_compile(model.init, jax.random.key(0), images)(jax.random.key(0), images)
+
+    def evaluate(variables):
+        return model.apply(variables, images, train=False, mutable=["batch_stats"])
+
+    def train(variables, key):
+        return model.apply(
+            variables, images, train=True, rngs={"dropout": key}, mutable=["batch_stats"]
+        )
+
+    evaluate = fast_compile(evaluate, variables)
+    train = fast_compile(train, variables, jax.random.key(2))
+    (first, state), (second, _) = evaluate(variables), evaluate(variables)
+    trained = train(variables, jax.random.key(2)), train(variables, jax.random.key(3))
+    return request.param, variables, (first, second, state), trained
 
 
 def test_eval_output_shape_and_head(initialized):
-    name, model, variables, images = initialized
-    out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
+    name, _, (out, _, _), _ = initialized
     assert out.shape == (4, 10)
     assert bool(jnp.all(jnp.isfinite(out)))
     total_probability = jnp.exp(out).sum(axis=1)
@@ -69,9 +89,7 @@ def test_eval_output_shape_and_head(initialized):
 
 
 def test_eval_mode_is_deterministic_and_leaves_stats_alone(initialized):
-    _, model, variables, images = initialized
-    first, state = model.apply(variables, images, train=False, mutable=["batch_stats"])
-    second = model.apply(variables, images, train=False)
+    _, variables, (first, second, state), _ = initialized
     np.testing.assert_array_equal(first, second)
     assert jax.tree.all(
         jax.tree.map(jnp.array_equal, state["batch_stats"], variables["batch_stats"])
@@ -79,16 +97,7 @@ def test_eval_mode_is_deterministic_and_leaves_stats_alone(initialized):
 
 
 def test_train_mode_updates_stats_and_applies_dropout(initialized):
-    name, model, variables, images = initialized
-
-    @jax.jit
-    def train_forward(key):
-        return model.apply(
-            variables, images, train=True, rngs={"dropout": key}, mutable=["batch_stats"]
-        )
-
-    out_a, state = train_forward(jax.random.key(2))
-    out_b, _ = train_forward(jax.random.key(3))
+    name, variables, _, ((out_a, state), (out_b, _)) = initialized
     changed = jax.tree.map(
         lambda a, b: not jnp.array_equal(a, b), state["batch_stats"], variables["batch_stats"]
     )

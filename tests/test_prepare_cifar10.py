@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from cifar_flax.config_lib import import_file
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, e2e, prepare_script
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 BATCHES = [(f"data_batch_{i}", 60) for i in range(1, 6)] + [("test_batch", 50)]
@@ -18,8 +17,7 @@ BATCHES = [(f"data_batch_{i}", 60) for i in range(1, 6)] + [("test_batch", 50)]
 
 @pytest.fixture(scope="module")
 def script():
-    # Importing the script defines its absl flags: once per test session.
-    return import_file(REPO_ROOT / "scripts" / "prepare_cifar10.py")
+    return prepare_script()
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +105,7 @@ def test_round_trip(script, records, tmp_path, form):
     assert (tmp_path / "tfds" / "cifar10" / "3.0.2").is_dir()
 
 
+@e2e
 def test_bad_archive_is_a_one_line_error(tmp_path):
     not_cifar = tmp_path / "notes.txt"
     not_cifar.write_text("hello")

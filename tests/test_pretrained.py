@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from cifar_flax.config_lib import import_file
-from tests.conftest import DATA_DIR, REPO_ROOT, cli, needs_data
+from tests.conftest import REAL_DATA_DIR, REPO_ROOT, cli, e2e, needs_real_data, with_xla_flags
 
 # The --config each shipped model's README command evaluates it with.
 CONFIGS = {
@@ -29,7 +29,8 @@ def test_every_shipped_model_has_a_config():
     assert set(SHIPPED) <= set(CONFIGS), "add the new pretrained/ directory to CONFIGS"
 
 
-@needs_data
+@e2e
+@needs_real_data
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_evaluates_to_its_readme_accuracy(name, tmp_path):
     shipped = json.loads((REPO_ROOT / "pretrained" / name / "results.json").read_text())
@@ -40,8 +41,9 @@ def test_shipped_model_evaluates_to_its_readme_accuracy(name, tmp_path):
         f"--config={CONFIGS[name]}",
         f"--workdir={workdir}",
         "--mode=eval",
-        f"--config.data_dir={DATA_DIR}",
+        f"--config.data_dir={REAL_DATA_DIR}",
         "--config.download=false",
+        env=with_xla_flags(fast_compile=False),  # as users run it
     )
     assert result.returncode == 0, result.stderr
     accuracy = f"{100 * shipped['final_accuracy']:.2f}%"

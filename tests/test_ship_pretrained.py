@@ -8,9 +8,7 @@ import pytest
 from cifar_flax import train
 from cifar_flax.config_lib import import_file
 from cifar_flax.errors import CifarFlaxError
-from tests.conftest import DATA_DIR, REPO_ROOT, make_config, needs_data
-
-pytestmark = needs_data
+from tests.conftest import REPO_ROOT, make_config, synthetic_data_dir
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +27,7 @@ def finished_run(two_epochs, tmp_path_factory):
 def test_ships_only_the_final_checkpoint_and_evaluates_it(script, finished_run, tmp_path, capsys):
     workdir, log = finished_run
     dest = tmp_path / "pretrained" / "s7_lite"
-    shipped = script.ship(workdir, dest, log, str(DATA_DIR))
+    shipped = script.ship(workdir, dest, log, synthetic_data_dir())
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [p.name for p in (dest / "checkpoints").iterdir()] == [str(records[-1]["step"])]
     for name in ("metrics.jsonl", "curves.png", "train.log", "eval.json", "misclassified.png"):
@@ -38,7 +36,7 @@ def test_ships_only_the_final_checkpoint_and_evaluates_it(script, finished_run, 
     assert shipped["best_accuracy"] == max(r["test_accuracy"] for r in records)
     assert (shipped["model"], shipped["params"], shipped["epochs"]) == ("s7_lite", 97_284, 2)
     assert shipped["ran_on"] == [records[0]["device"]]
-    assert shipped["recipe"] == "Adam, constant 0.01, wd 0.0001, clip 0.1, bs 64"
+    assert shipped["recipe"] == "Adam, step 0.01, wd 0.0001, clip 0.1, bs 64"
     assert json.loads((dest / "results.json").read_text()) == shipped
 
     # The shipped directory alone gives the same accuracy, through the default (best) choice,
@@ -57,7 +55,7 @@ def test_an_unfinished_run_is_refused(script, finished_run, tmp_path):
     shutil.copytree(finished_run[0], workdir)
     shutil.rmtree(workdir / "checkpoints" / "16")  # as if killed during the second epoch
     with pytest.raises(CifarFlaxError, match=r"has not finished \(1 of 2 epochs\)"):
-        script.ship(workdir, tmp_path / "dest", None, str(DATA_DIR))
+        script.ship(workdir, tmp_path / "dest", None, synthetic_data_dir())
     assert not (tmp_path / "dest").exists()
 
 
@@ -67,7 +65,7 @@ def test_a_dest_in_use_and_missing_data_are_refused_without_harm(script, finishe
     used.mkdir()
     (used / "keep.txt").write_text("mine")
     with pytest.raises(CifarFlaxError, match="not empty"):
-        script.ship(workdir, used, log, str(DATA_DIR))
+        script.ship(workdir, used, log, synthetic_data_dir())
     assert [p.name for p in used.iterdir()] == ["keep.txt"]
 
     fresh = tmp_path / "fresh"

@@ -1,10 +1,11 @@
 """Optimizer wiring (PyTorch semantics), the train/eval steps, and 8 devices = 1 device."""
 
-import os
+import functools
 import subprocess
 import sys
 import textwrap
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from cifar_flax.config_lib import base_config
 from cifar_flax.errors import CifarFlaxError
-from cifar_flax.models import create_model
+from cifar_flax.models.layers import ConvBlock, GlobalAvgPool
 from cifar_flax.steps import (
     create_optimizer,
     create_train_state,
@@ -20,7 +21,7 @@ from cifar_flax.steps import (
     jit_train_step,
     make_mesh,
 )
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, e2e, with_xla_flags
 
 PARAMS = {"w": jnp.array([1.0, -2.0, 3.0])}
 GRADS = {"w": jnp.array([0.5, -0.05, 0.2])}
@@ -83,9 +84,19 @@ def test_unknown_optimizer():
         create_optimizer(config(optimizer="rmsprop"), 10)
 
 
+class SmallNet(nn.Module):
+    """Convolution, BatchNorm and dropout, as the seed networks have, but quick to compile."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = ConvBlock(16, stride=2, dropout=0.1, name="a")(x, train)
+        x = ConvBlock(32, stride=2, name="b")(x, train)
+        return nn.log_softmax(nn.Dense(10, name="head")(GlobalAvgPool()(x)))
+
+
 @pytest.fixture(scope="module")
-def s7_lite_state():
-    model = create_model("s7_lite")
+def small_state():
+    model = SmallNet()
     c = base_config()
     c.optimizer, c.learning_rate = "adam", 0.01
     return model, create_train_state(model, c, steps_per_epoch=10)
@@ -99,8 +110,8 @@ def random_batch(size=32, seed=0):
     }
 
 
-def test_train_steps_fit_a_batch(s7_lite_state):
-    _, state = s7_lite_state
+def test_train_steps_fit_a_batch(small_state):
+    _, state = small_state
     step = jit_train_step(make_mesh())
     state = jax.tree.map(jnp.copy, state)  # the step donates its input
     batch = random_batch()
@@ -116,14 +127,15 @@ def with_mask(batch: dict[str, np.ndarray], real: int) -> dict[str, np.ndarray]:
     return {**batch, "mask": (np.arange(len(batch["label"])) < real).astype(np.float32)}
 
 
-def test_eval_step_ignores_padding(s7_lite_state):
-    model, state = s7_lite_state
+def test_eval_step_ignores_padding(small_state):
+    model, state = small_state
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     batch = random_batch(10)
     first_six = {key: value[:6] for key, value in batch.items()}
-    full = eval_step(model.apply, variables, with_mask(batch, 10))
-    padded = eval_step(model.apply, variables, with_mask(batch, 6))  # 4 rows of other images
-    part = eval_step(model.apply, variables, with_mask(first_six, 6))
+    step = jax.jit(functools.partial(eval_step, model.apply))  # eagerly, each op compiles alone
+    full = step(variables, with_mask(batch, 10))
+    padded = step(variables, with_mask(batch, 6))  # 4 rows of other images
+    part = step(variables, with_mask(first_six, 6))
     assert float(padded["loss_sum"]) == pytest.approx(float(part["loss_sum"]), rel=1e-5)
     assert int(padded["correct"]) == int(part["correct"]) <= int(full["correct"])
     assert float(full["loss_sum"]) > float(part["loss_sum"])
@@ -133,7 +145,7 @@ EIGHT_DEVICES = textwrap.dedent(
     """
     import jax, numpy as np
     from cifar_flax.config_lib import base_config
-    from cifar_flax.models import create_model
+    from cifar_flax.models.layers import ConvBlock, GlobalAvgPool
     from cifar_flax.steps import create_train_state, jit_train_step, make_mesh, replicated
     assert jax.device_count() == 8
     config = base_config()
@@ -171,15 +183,12 @@ EIGHT_DEVICES = textwrap.dedent(
 )
 
 
+@e2e
 def test_eight_cpu_devices_match_one():
     result = subprocess.run(
         [sys.executable, "-c", EIGHT_DEVICES],
         cwd=REPO_ROOT,
-        env={
-            **os.environ,
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-            "JAX_PLATFORMS": "cpu",
-        },
+        env={**with_xla_flags("--xla_force_host_platform_device_count=8"), "JAX_PLATFORMS": "cpu"},
         capture_output=True,
         text=True,
         timeout=600,
@@ -189,8 +198,8 @@ def test_eight_cpu_devices_match_one():
     assert "losses" in result.stdout
 
 
-def test_l1_penalty_is_added_to_the_loss(s7_lite_state):
-    _, state = s7_lite_state
+def test_l1_penalty_is_added_to_the_loss(small_state):
+    _, state = small_state
     batch = random_batch()
     mesh = make_mesh()
     plain_state = jax.tree.map(jnp.copy, state)

@@ -1,4 +1,4 @@
-"""Short real runs on slices of ../shared/data/tfds: learning, checkpoints, eval, resume, errors."""
+"""Short runs on the synthetic CIFAR-10: learning, checkpoints, eval, resume, errors."""
 
 import json
 import os
@@ -10,9 +10,7 @@ import pytest
 
 from cifar_flax import checkpoints, train
 from cifar_flax.errors import CifarFlaxError, RunInterruptedError
-from tests.conftest import make_config, needs_data
-
-pytestmark = needs_data
+from tests.conftest import make_config
 
 
 def records(workdir):
@@ -24,6 +22,7 @@ def test_training_learns_and_writes_everything(two_epochs):
     first, second = records(workdir)
     assert second == record
     assert second["train_loss"] < first["train_loss"]
+    assert second["test_accuracy"] > 0.5  # chance is 0.1: the synthetic classes are learnable
     assert (first["epoch"], second["epoch"], second["step"]) == (1, 2, 16)  # 512 // 64 per epoch
     saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert saved == [8, 16]  # named by the step
@@ -79,12 +78,36 @@ def test_finished_run_is_not_trained_again(two_epochs, capsys):
     assert "already holds all 2 epochs" in capsys.readouterr().out
 
 
-def test_checkpoints_of_another_model_are_refused(two_epochs, tmp_path):
+@pytest.mark.parametrize(
+    ("overrides", "change"),
+    [
+        (dict(model="s7_dwsep"), "model: 's7_lite' -> 's7_dwsep'"),
+        (dict(optimizer="sgd"), "optimizer: 'adam' -> 'sgd'"),
+        (dict(train_split="train[:1024]"), "train_split: 'train[:512]' -> 'train[:1024]'"),
+        (dict(lr_schedule="onecycle", num_epochs=3), "lr_schedule: 'step' -> 'onecycle'"),
+    ],
+)
+def test_a_workdir_of_other_settings_is_refused_untouched(two_epochs, tmp_path, overrides, change):
     workdir, _ = two_epochs
     copy = tmp_path / "copy"
     shutil.copytree(workdir, copy)
-    with pytest.raises(CifarFlaxError, match="holds checkpoints of s7_lite, not s7_dwsep"):
-        train.train_and_evaluate(make_config(model="s7_dwsep"), str(copy))
+    before = sorted((path, path.stat().st_mtime_ns) for path in copy.rglob("*"))
+    with pytest.raises(CifarFlaxError, match="holds a run with other settings") as error:
+        train.train_and_evaluate(make_config(**overrides), str(copy))
+    message = str(error.value)
+    assert change in message and "--workdir=DIR" in message and "\n" not in message
+    assert sorted((path, path.stat().st_mtime_ns) for path in copy.rglob("*")) == before
+
+
+def test_more_epochs_continue_a_run_only_where_the_schedule_does_not_depend_on_them():
+    def saved(**overrides):
+        return {"model": "s7_lite", "config": json.loads(make_config(**overrides).to_json())}
+
+    assert train.changed_settings(saved(num_epochs=5), make_config()) == []
+    onecycle = make_config(lr_schedule="onecycle")
+    assert train.changed_settings(saved(num_epochs=5, lr_schedule="onecycle"), onecycle) == [
+        "num_epochs: 5 -> 2"
+    ]
 
 
 def test_a_checkpoint_that_does_not_fit_its_model_is_one_clear_error(two_epochs, tmp_path):
@@ -104,10 +127,9 @@ def test_eval_without_checkpoints(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_earlier_checkpoints(two_epochs, tmp_path):
-    workdir, _ = two_epochs
-    copy = tmp_path / "copy"
-    shutil.copytree(workdir, copy)
-    exploding = make_config(num_epochs=4, learning_rate=1e12)
+    copy = tmp_path / "run"
+    shutil.copytree(two_epochs[0], copy)
+    exploding = make_config(num_epochs=4)  # the LR explodes after epoch 2
     with pytest.raises(train.NonFiniteLossError, match=r"at step \d+ \(epoch 3\)"):
         train.train_and_evaluate(exploding, str(copy))
     manager = checkpoints.open_manager(copy, create=False)
@@ -166,3 +188,34 @@ def test_epoch_line_names_a_validation_split_val(two_epochs):
     line = train.format_epoch(record, 2, "train[45000:]")
     assert " val loss " in line and "test" not in line
     assert line.startswith("epoch   2/2  train loss ")
+
+
+USER_NET = """
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Conv(16, (3, 3), strides=2, use_bias=False)(x))
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        x = nn.Conv(16, (3, 3), feature_group_count=16)(x)
+        x = nn.relu(nn.Conv(32, (3, 3), kernel_dilation=2)(x))
+        x = nn.Dropout(0.1, deterministic=not train)(x)
+        return nn.Dense(10)(jnp.mean(x, axis=(1, 2)))
+"""
+
+
+def test_a_users_own_network_trains_resumes_and_evaluates_from_anywhere(tmp_path, monkeypatch):
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "mine.py").write_text(USER_NET)
+    monkeypatch.chdir(tmp_path)
+    config = make_config(model="nets/mine.py:Net", num_epochs=1)
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+    record = train.train_and_evaluate(make_config(model="nets/mine.py:Net"), str(tmp_path / "run"))
+    assert record["epoch"] == 2 and record["test_accuracy"] > 0.2
+    monkeypatch.chdir(tmp_path / "nets")  # the checkpoint knows where the class is
+    report = train.evaluate(make_config(), str(tmp_path / "run"), which="latest")
+    assert report["model"] == f"{tmp_path / 'nets' / 'mine.py'}:Net"
+    assert report["correct"] == record["test_correct"]

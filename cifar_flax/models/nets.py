@@ -1,4 +1,4 @@
-"""The five seed networks, layer for layer as ../shared/seeds/SPEC.md describes them.
+"""The five seed networks, layer for layer as their seeds describe them.
 
 Each architecture reads like its seed's table: one line per row, named as the seed names it,
 with the output size (H=W) in the comment. Arguments left out take the block's defaults
@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 
 from cifar_flax.errors import CifarFlaxError
+from cifar_flax.models.external import HELP, is_external, load_external
 from cifar_flax.models.layers import (
     BN,
     BN_RELU,
@@ -167,7 +168,7 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
-# The seed each network reproduces (../shared/seeds/SPEC.md, ../shared/reference/torch_seeds.py).
+# The seed each network reproduces.
 SEEDS: dict[str, str] = {
     "s7_dwsep": "000",
     "s7_dilated_stride": "001",
@@ -178,10 +179,13 @@ SEEDS: dict[str, str] = {
 
 
 def create_model(name: str) -> nn.Module:
-    """The seed network registered under `name`, with the seed's own hyper-parameters."""
+    """The seed network registered under `name`, or the user's own (`file.py:Class`)."""
+    if is_external(name):
+        return load_external(name)
     try:
         return MODELS[name]()
     except KeyError:
         raise CifarFlaxError(
-            f"unknown model {name!r}; choose one of: {', '.join(MODELS)} (--config.model=NAME)"
+            f"unknown model {name!r}; choose one of: {', '.join(MODELS)} (--config.model=NAME), "
+            f"or your own: {HELP}"
         ) from None

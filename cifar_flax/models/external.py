@@ -1,0 +1,115 @@
+"""A network of the user's own, named `path/to/file.py:ClassName` or `package.module:ClassName`.
+
+The contract (README, "Your own network"): a Flax Linen module constructible with no arguments
+whose `__call__(x, train: bool)` takes NHWC float32 images and returns (N, 10) logits or
+log-probabilities, keeps BatchNorm statistics in the `batch_stats` collection and draws dropout
+from the `dropout` rng. Checkpoints record the file's absolute path, so `--mode=eval` finds the
+class again from any working directory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pathlib
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cifar_flax.errors import CifarFlaxError
+
+NUM_CLASSES = 10
+HELP = "--config.model=path/to/file.py:ClassName or package.module:ClassName"
+
+
+def is_external(spec: str) -> bool:
+    return ":" in spec
+
+
+def canonical(spec: str) -> str:
+    """The spec with a file path made absolute: the same network from any working directory."""
+    if not is_external(spec):
+        return spec
+    where, _, name = spec.rpartition(":")
+    if where.endswith(".py"):
+        where = str(pathlib.Path(where).expanduser().resolve())
+    return f"{where}:{name}"
+
+
+def import_where(where: str, spec: str) -> object:
+    """The module a spec names, imported from its file or its package."""
+    if where.endswith(".py"):
+        path = pathlib.Path(where).expanduser()
+        if not path.is_file():
+            raise CifarFlaxError(f"model file {where} not found ({HELP})")
+        module_name = f"cifar_flax_user_{path.stem}"
+        spec_ = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec_)
+        sys.modules[module_name] = module  # so that dataclasses and pickling find it
+        try:
+            spec_.loader.exec_module(module)
+        except Exception as error:
+            raise CifarFlaxError(f"cannot import {where}: {one_line(error)}") from error
+        return module
+    try:
+        return importlib.import_module(where)
+    except Exception as error:
+        raise CifarFlaxError(
+            f"cannot import {where} for {spec!r}: {one_line(error)} ({HELP})"
+        ) from error
+
+
+def one_line(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def load_external(spec: str) -> nn.Module:
+    """The user's module named by `spec`, instantiated and checked against the contract."""
+    where, _, name = spec.rpartition(":")
+    if not where or not name:
+        raise CifarFlaxError(f"bad model {spec!r}; use {HELP}")
+    module = import_where(where, spec)
+    cls = getattr(module, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        found = sorted(
+            key
+            for key, value in vars(module).items()
+            if isinstance(value, type)
+            and issubclass(value, nn.Module)
+            and value.__module__ == module.__name__
+        )
+        raise CifarFlaxError(
+            f"{where} has no Flax module {name!r}"
+            + (f"; it defines: {', '.join(found)}" if found else "; it defines no nn.Module")
+        )
+    try:
+        model = cls()
+    except TypeError as error:
+        raise CifarFlaxError(
+            f"{spec}: the class must be constructible with no arguments ({one_line(error)}); "
+            "give its fields defaults"
+        ) from error
+    check_contract(model, spec)
+    return model
+
+
+def check_contract(model: nn.Module, spec: str) -> None:
+    """(N, 10) outputs from `model.init(key, images, train=False)`, or one line saying why not."""
+    images = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    try:
+        out = jax.eval_shape(
+            lambda x: model.init_with_output(jax.random.key(0), x, train=False), images
+        )[0]
+    except Exception as error:
+        raise CifarFlaxError(
+            f"{spec}: calling it as model(x, train=False) on a (2, 32, 32, 3) batch failed: "
+            f"{one_line(error)}"
+        ) from error
+    if getattr(out, "shape", None) != (2, NUM_CLASSES):
+        raise CifarFlaxError(
+            f"{spec} returns {getattr(out, 'shape', type(out).__name__)} for a batch of 2; "
+            f"it must return (N, {NUM_CLASSES}) logits or log-probabilities"
+        )
