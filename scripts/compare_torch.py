@@ -24,7 +24,7 @@ from cifar_flax.config_lib import import_file
 from cifar_flax.console import quiet_library_logs
 from cifar_flax.models import MODELS, SEEDS, create_model
 from cifar_flax.models.layers import Conv2d
-from cifar_flax.summary import trace_calls
+from cifar_flax.summary import trace
 
 DEFAULT_TORCH_SEEDS = (
     pathlib.Path(__file__).resolve().parents[2] / "shared/reference/torch_seeds.py"
@@ -67,7 +67,7 @@ def flax_variables_from_torch(flax_model: nn.Module, torch_model: Any) -> dict:
     ]
     flax_layers = [
         call
-        for call in trace_calls(flax_model, (1, 32, 32, 3)).walk()
+        for call in trace(flax_model, (1, 32, 32, 3))[0].walk()
         if isinstance(call.module, Conv2d | nn.BatchNorm | nn.Dense)
     ]
     if len(torch_layers) != len(flax_layers):
