@@ -41,57 +41,10 @@ SCOPE_MARK = "@"
 
 # Primitives that act on each position alone (and may broadcast parameters over the map).
 ELEMENTWISE = frozenset(
-    [
-        "abs",
-        "add",
-        "and",
-        "atan2",
-        "ceil",
-        "clamp",
-        "convert_element_type",
-        "copy",
-        "copy_p",
-        "cos",
-        "div",
-        "eq",
-        "erf",
-        "erf_inv",
-        "exp",
-        "exp2",
-        "expm1",
-        "floor",
-        "ge",
-        "gt",
-        "integer_pow",
-        "is_finite",
-        "le",
-        "log",
-        "log1p",
-        "logistic",
-        "lt",
-        "max",
-        "min",
-        "mul",
-        "ne",
-        "neg",
-        "not",
-        "or",
-        "pow",
-        "reduce_precision",
-        "rem",
-        "round",
-        "rsqrt",
-        "select_n",
-        "sign",
-        "sin",
-        "sqrt",
-        "square",
-        "stop_gradient",
-        "sub",
-        "tan",
-        "tanh",
-        "xor",
-    ]
+    """abs add and atan2 ceil clamp convert_element_type copy copy_p cos div eq erf erf_inv
+    exp exp2 expm1 floor ge gt integer_pow is_finite le log log1p logistic lt max min mul
+    ne neg not or pow reduce_precision rem round rsqrt select_n sign sin sqrt square
+    stop_gradient sub tan tanh xor""".split()  # noqa: SIM905
 )
 SPATIAL_REDUCTIONS = {"reduce_sum": "global_avg", "reduce_max": "global_max"}
 WINDOWS = {

@@ -1,5 +1,7 @@
 """The five seed networks: sizes, shapes, outputs, modes, registry."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,7 +29,7 @@ CONV_SIZES = {
     "s7_lite": [32, 32, 16, 16, 16, 18, 9, 7, 7, 4, 4, 4, 6],
     "s6_grouped": [32, 30, 28, 24, 22, 11, 9, 9, 7, 5, 5, 3],
 }
-# Its tests stay in one worker (pytest-xdist), which compiles each network once.
+# Its tests stay in one worker (pytest-xdist), which compiles each network once (`outputs`).
 pytestmark = pytest.mark.xdist_group("nets")
 LOG_SOFTMAX = {"s7_dwsep", "s9_inverted_residual", "s7_lite", "s6_grouped"}  # 001: raw logits
 WITH_DROPOUT = {"s7_dwsep", "s9_inverted_residual", "s7_lite", "s6_grouped"}
@@ -59,10 +61,10 @@ def fast_compile(function, *args):
     return jax.jit(function).lower(*args).compile({"xla_backend_optimization_level": 0})
 
 
-@pytest.fixture(scope="module", params=list(SIZES))
-def initialized(request):
+@functools.cache
+def outputs(name):
     """A network's variables and its outputs: eval mode twice, train mode with two keys."""
-    model = create_model(request.param)
+    model = create_model(name)
     images = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
     variables = fast_compile(model.init, jax.random.key(0), images)(jax.random.key(0), images)
 
@@ -78,7 +80,12 @@ def initialized(request):
     train = fast_compile(train, variables, jax.random.key(2))
     (first, state), (second, _) = evaluate(variables), evaluate(variables)
     trained = train(variables, jax.random.key(2)), train(variables, jax.random.key(3))
-    return request.param, variables, (first, second, state), trained
+    return name, variables, (first, second, state), trained
+
+
+@pytest.fixture(params=list(SIZES))
+def initialized(request):
+    return outputs(request.param)
 
 
 def test_eval_output_shape_and_head(initialized):

@@ -10,6 +10,9 @@ from cifar_flax.config_lib import import_file
 from cifar_flax.errors import CifarFlaxError
 from tests.conftest import REPO_ROOT, make_config, synthetic_data_dir
 
+# With the other users of the two_epochs run in one worker (pytest-xdist), which makes it once.
+pytestmark = pytest.mark.xdist_group("two_epochs")
+
 
 @pytest.fixture(scope="module")
 def script():

@@ -145,7 +145,7 @@ EIGHT_DEVICES = textwrap.dedent(
     """
     import jax, numpy as np
     from cifar_flax.config_lib import base_config
-    from cifar_flax.models.layers import ConvBlock, GlobalAvgPool
+    from cifar_flax.models import create_model
     from cifar_flax.steps import create_train_state, jit_train_step, make_mesh, replicated
     assert jax.device_count() == 8
     config = base_config()
