@@ -8,9 +8,6 @@ import pytest
 
 from tests.conftest import REPO_ROOT, make_config
 
-# With the other users of the two_epochs run in one worker (pytest-xdist), which makes it once.
-pytestmark = pytest.mark.xdist_group("two_epochs")
-
 NOTEBOOK = REPO_ROOT / "examples" / "colab.ipynb"
 SKIPPED_TAGS = {"colab-only", "accelerator-only"}
 

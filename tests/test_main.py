@@ -218,10 +218,6 @@ def fingerprint(directory):
     }
 
 
-# The tests of this run stay in one worker (pytest-xdist), which makes it once.
-three_epochs_group = pytest.mark.xdist_group("three_epochs")
-
-
 @pytest.fixture(scope="module")
 def three_epochs(tmp_path_factory):
     """An uninterrupted 3-epoch run of the small config: the reference for resumed runs."""
@@ -232,7 +228,6 @@ def three_epochs(tmp_path_factory):
 
 
 @e2e
-@three_epochs_group
 def test_killed_at_a_random_moment_then_restarted_ends_as_if_never_killed(
     repo_root, tmp_path, three_epochs
 ):
@@ -253,7 +248,6 @@ def test_killed_at_a_random_moment_then_restarted_ends_as_if_never_killed(
 
 
 @e2e
-@three_epochs_group
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_sigint_save_a_checkpoint_and_exit_with_a_message(
     repo_root, tmp_path, three_epochs, signum
@@ -396,7 +390,6 @@ BAD_INPUT = {
 
 
 @e2e
-@three_epochs_group
 @pytest.mark.parametrize(("args", "damage", "message"), BAD_INPUT.values(), ids=BAD_INPUT.keys())
 def test_bad_input_ends_in_one_line_and_keeps_the_checkpoints(
     repo_root, tmp_path, three_epochs, args, damage, message

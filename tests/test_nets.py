@@ -29,8 +29,6 @@ CONV_SIZES = {
     "s7_lite": [32, 32, 16, 16, 16, 18, 9, 7, 7, 4, 4, 4, 6],
     "s6_grouped": [32, 30, 28, 24, 22, 11, 9, 9, 7, 5, 5, 3],
 }
-# Its tests stay in one worker (pytest-xdist), which compiles each network once (`outputs`).
-pytestmark = pytest.mark.xdist_group("nets")
 LOG_SOFTMAX = {"s7_dwsep", "s9_inverted_residual", "s7_lite", "s6_grouped"}  # 001: raw logits
 WITH_DROPOUT = {"s7_dwsep", "s9_inverted_residual", "s7_lite", "s6_grouped"}
 

@@ -10,9 +10,6 @@ from cifar_flax.config_lib import import_file
 from cifar_flax.errors import CifarFlaxError
 from tests.conftest import REPO_ROOT, make_config, synthetic_data_dir
 
-# With the other users of the two_epochs run in one worker (pytest-xdist), which makes it once.
-pytestmark = pytest.mark.xdist_group("two_epochs")
-
 
 @pytest.fixture(scope="module")
 def script():
@@ -21,10 +18,13 @@ def script():
 
 
 @pytest.fixture(scope="module")
-def finished_run(two_epochs, tmp_path_factory):
+def finished_run(tmp_path_factory):
+    """A short finished run of its own (2 epochs of 2 steps) and its log."""
+    workdir = tmp_path_factory.mktemp("finished")
+    train.train_and_evaluate(make_config(train_split="train[:128]"), str(workdir))
     log = tmp_path_factory.mktemp("logs") / "run.log"
     log.write_text("epoch 1/2 ...\n")
-    return two_epochs[0], log
+    return workdir, log
 
 
 def test_ships_only_the_final_checkpoint_and_evaluates_it(script, finished_run, tmp_path, capsys):
@@ -56,7 +56,7 @@ def test_ships_only_the_final_checkpoint_and_evaluates_it(script, finished_run, 
 def test_an_unfinished_run_is_refused(script, finished_run, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(finished_run[0], workdir)
-    shutil.rmtree(workdir / "checkpoints" / "16")  # as if killed during the second epoch
+    shutil.rmtree(workdir / "checkpoints" / "4")  # as if killed during the second epoch
     with pytest.raises(CifarFlaxError, match=r"has not finished \(1 of 2 epochs\)"):
         script.ship(workdir, tmp_path / "dest", None, synthetic_data_dir())
     assert not (tmp_path / "dest").exists()

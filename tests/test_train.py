@@ -12,9 +12,6 @@ from cifar_flax import checkpoints, train
 from cifar_flax.errors import CifarFlaxError, RunInterruptedError
 from tests.conftest import make_config
 
-# With the other users of the two_epochs run in one worker (pytest-xdist), which makes it once.
-pytestmark = pytest.mark.xdist_group("two_epochs")
-
 
 def records(workdir):
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
