@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar_flax.errors import CifarFlaxError
+from cifar_flax.errors import CifarFlaxError, first_line
 from cifar_flax.models.conv import native_conv
 from cifar_flax.models.layers import Conv2d
 
@@ -226,11 +226,6 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[LayerCall, An
     return root, closed
 
 
-def first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__
-
-
 def scope_path(name_stack: str) -> str:
     """The innermost module path in a name stack ("" for the root module)."""
     marks = [part for part in name_stack.split("/") if part.startswith(SCOPE_MARK)]
@@ -255,7 +250,7 @@ class FieldTracer:
     def __init__(self) -> None:
         self.rows: list[FieldRow] = []
 
-    def run(self, jaxpr: Any, fields: list[Field | None], prefix: str = "") -> list[Field | None]:
+    def run(self, jaxpr: Any, fields: Fields, prefix: str = "") -> Fields:
         env: dict[Any, Field] = {}
         for var, field in zip(jaxpr.invars, fields, strict=True):
             if field is not None:
@@ -271,7 +266,7 @@ class FieldTracer:
                     env[var] = field
         return [None if is_literal(var) else env.get(var) for var in jaxpr.outvars]
 
-    def step(self, eqn: Any, ins: list[Field | None], stack: str) -> list[Field | None]:
+    def step(self, eqn: Any, ins: Fields, stack: str) -> Fields:
         name = eqn.primitive.name
         inner = sub_jaxpr(eqn)
         if inner is not None:
@@ -280,7 +275,8 @@ class FieldTracer:
         if all(field.pooled for field in known):  # positions are gone: any op keeps them gone
             return [pooled(max(field.field for field in known))] * len(eqn.outvars)
         layer = scope_path(stack)
-        shape = tuple(eqn.invars[ins.index(next(f for f in ins if f and not f.pooled))].aval.shape)
+        spatial = next(i for i, field in enumerate(ins) if field is not None and not field.pooled)
+        shape = tuple(eqn.invars[spatial].aval.shape)
         out_shape = tuple(eqn.outvars[0].aval.shape)
         rule = RULES.get(name)
         if rule is None and name in ELEMENTWISE:

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar_flax.errors import CifarFlaxError
+from cifar_flax.errors import CifarFlaxError, first_line
 
 NUM_CLASSES = 10
 HELP = "--config.model=path/to/file.py:ClassName or package.module:ClassName"
@@ -51,19 +51,14 @@ def import_where(where: str, spec: str) -> object:
         try:
             spec_.loader.exec_module(module)
         except Exception as error:
-            raise CifarFlaxError(f"cannot import {where}: {one_line(error)}") from error
+            raise CifarFlaxError(f"cannot import {where}: {first_line(error)}") from error
         return module
     try:
         return importlib.import_module(where)
     except Exception as error:
         raise CifarFlaxError(
-            f"cannot import {where} for {spec!r}: {one_line(error)} ({HELP})"
+            f"cannot import {where} for {spec!r}: {first_line(error)} ({HELP})"
         ) from error
-
-
-def one_line(error: Exception) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def load_external(spec: str) -> nn.Module:
@@ -89,7 +84,7 @@ def load_external(spec: str) -> nn.Module:
         model = cls()
     except TypeError as error:
         raise CifarFlaxError(
-            f"{spec}: the class must be constructible with no arguments ({one_line(error)}); "
+            f"{spec}: the class must be constructible with no arguments ({first_line(error)}); "
             "give its fields defaults"
         ) from error
     check_contract(model, spec)
@@ -106,7 +101,7 @@ def check_contract(model: nn.Module, spec: str) -> None:
     except Exception as error:
         raise CifarFlaxError(
             f"{spec}: calling it as model(x, train=False) on a (2, 32, 32, 3) batch failed: "
-            f"{one_line(error)}"
+            f"{first_line(error)}"
         ) from error
     if getattr(out, "shape", None) != (2, NUM_CLASSES):
         raise CifarFlaxError(
