@@ -1,4 +1,5 @@
-"""The keys every config has, and the pieces of a seed's recipe, for the files in configs/.
+"""The keys every config has, the values each key accepts, and how a config file's variant is
+picked (`--config=configs/s7.py:s7_dwsep,seed,val`).
 
 It lives in the package rather than in configs/ so that a config file loads from any working
 directory (ml_collections imports config files by path, so `configs/` is not importable).
@@ -7,28 +8,40 @@ directory (ml_collections imports config files by path, so `configs/` is not imp
 from __future__ import annotations
 
 import importlib.util
+import json
 import pathlib
+import sys
 import types
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from ml_collections import config_dict
 
 from cifar_flax.errors import CifarFlaxError
 
+# The values each option accepts; the modules that act on them take them from here.
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "step", "onecycle")
+ONECYCLE_ANNEALS = ("cos", "linear")
 HOLE_FILLS = ("mean", "black")  # augment.coarse_dropout.fill, see cifar_flax.augment
 
-# CIFAR-10 training-set statistics (0-1 scale), measured on ../shared/data (see its README).
+# CIFAR-10 training-set statistics (0-1 scale; `--mode=data` prints them).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
-def import_file(path: str | pathlib.Path, name: str | None = None) -> types.ModuleType:
-    """Import a Python file by path (config files, scripts, the PyTorch reference)."""
+def import_file(
+    path: str | pathlib.Path, name: str | None = None, register: bool = False
+) -> types.ModuleType:
+    """Import a Python file by path (config files, users' networks, scripts, the PyTorch
+    reference); `register` puts it in sys.modules, where dataclasses and pickling look."""
     path = pathlib.Path(path)
     spec = importlib.util.spec_from_file_location(name or path.stem, path)
     if spec is None or spec.loader is None:
         raise FileNotFoundError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
+    if register:
+        sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -41,7 +54,7 @@ def load_config(spec: str | pathlib.Path) -> config_dict.ConfigDict:
 
 
 def base_config() -> config_dict.ConfigDict:
-    """Defaults shared by every config; each configs/*.py file sets its seed's recipe on top."""
+    """Every key with a neutral default; each configs/*.py recipe sets what it trains with."""
     config = config_dict.ConfigDict()
     config.model = "s7_lite"
     config.seed = 0
@@ -54,7 +67,7 @@ def base_config() -> config_dict.ConfigDict:
     config.batch_size = 128
     config.num_epochs = 30
 
-    # Optimisation: optimizer in {"sgd", "adam"}; lr_schedule in {"constant", "step", "onecycle"}.
+    # Optimisation: optimizer one of OPTIMIZERS; lr_schedule one of LR_SCHEDULES.
     config.optimizer = "sgd"
     config.learning_rate = 0.01
     config.momentum = 0.9  # SGD momentum, or Adam's beta1
@@ -127,39 +140,19 @@ def augmentation(
     )
 
 
-def default_recipe(config: config_dict.ConfigDict) -> config_dict.ConfigDict:
-    """Our recipe on top of a seed's (the design card's): SGD + Nesterov under OneCycle.
-
-    The network, batch size, epochs and augmentation stay the seed's, except that holes are
-    filled with the dataset mean, as the seeds intended.
-    """
-    config.optimizer = "sgd"
-    config.nesterov = True
-    config.momentum = 0.9
-    config.learning_rate = 0.1  # OneCycle's peak
-    config.lr_schedule = "onecycle"
-    config.weight_decay = 5e-4
-    config.grad_clip_value = None
-    config.augment.coarse_dropout.fill = "mean"
-    return config
-
-
 VALIDATION_SPLITS = ("train[:45000]", "train[45000:]")  # (train, eval) of a tuning run
 
 
 def select(
     arg: str | None,
-    recipes: Mapping[str, Callable[[], config_dict.ConfigDict]],
+    recipes: Mapping[str, tuple[Callable[[], config_dict.ConfigDict], ...]],
     default: str,
-    tuned: Mapping[str, Callable[[config_dict.ConfigDict], None]] | None = None,
 ) -> config_dict.ConfigDict:
     """The config that a config file's `:arg` names: `[variant][,seed][,val]`.
 
-    `variant` picks the network (default `default`); `seed` keeps that seed's own training recipe
-    as SPEC.md records it, otherwise our default recipe replaces its optimisation settings, and
-    `tuned[variant]`, where there is one, then changes what tuning on `val` found better for that
-    network; `val` trains on the first 45,000 training images and evaluates on the other 5,000,
-    so that recipes are tuned without looking at the test set.
+    `recipes` maps each variant (a network) to (our recipe, its seed's own recipe); `seed`
+    picks the second; `val` trains on the first 45,000 training images and evaluates on the
+    other 5,000, so that recipes are tuned without looking at the test set.
     """
     options = ("seed", "val")
     tokens = [token for token in (arg or "").split(",") if token]
@@ -170,14 +163,42 @@ def select(
             f"unknown config variant {arg!r}; use [VARIANT][,seed][,val] with VARIANT one of: "
             f"{', '.join(recipes)}"
         )
-    config = recipes[name]()
-    if "seed" not in tokens:
-        config = default_recipe(config)
-        if tuned and name in tuned:
-            tuned[name](config)
+    ours, seeds = recipes[name]
+    config = seeds() if "seed" in tokens else ours()
     if "val" in tokens:
         config.train_split, config.eval_split = VALIDATION_SPLITS
     return config
+
+
+# Where the data is and how it is produced: they do not change what a run trains.
+NOT_RECIPE = ("data_dir", "download", "augment_workers")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists become tuples, so JSON and config values compare."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def describe(config: config_dict.ConfigDict) -> str:
+    """The keys that decide what a run trains, one `key = value` a line; settings that take no
+    part (another schedule's, a transform with p = 0) are left out."""
+    flat = flatten(json.loads(config.to_json_best_effort()))
+    schedule_keys = {"onecycle": "onecycle", "step": "step_schedule"}
+    unused = {key for name, key in schedule_keys.items() if name != config.lr_schedule}
+    transforms = ("shift_scale_rotate", "coarse_dropout", "color_jitter")
+    unused |= {f"augment.{name}" for name in transforms if not config.augment[name].p}
+
+    def shown(key: str) -> bool:
+        return not (key in NOT_RECIPE or key.rpartition(".")[0] in unused or key in unused)
+
+    lines = [f"  {key} = {value}" for key, value in flat.items() if shown(key)]
+    return "Recipe:\n" + "\n".join(lines)
 
 
 def validate(config: config_dict.ConfigDict) -> None:
@@ -201,13 +222,16 @@ def validate(config: config_dict.ConfigDict) -> None:
             config.grad_clip_value is None or config.grad_clip_value > 0,
             "grad_clip_value must be positive (or None for no clipping)",
         ),
-        (config.optimizer in ("sgd", "adam"), "optimizer must be 'sgd' or 'adam'"),
+        (config.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
         (
-            config.lr_schedule in ("constant", "step", "onecycle"),
-            "lr_schedule must be 'constant', 'step' or 'onecycle'",
+            config.lr_schedule in LR_SCHEDULES,
+            f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}",
         ),
         (0 < config.onecycle.pct_start < 1, "onecycle.pct_start must be in (0, 1)"),
-        (config.onecycle.anneal in ("cos", "linear"), "onecycle.anneal must be 'cos' or 'linear'"),
+        (
+            config.onecycle.anneal in ONECYCLE_ANNEALS,
+            f"onecycle.anneal must be one of {', '.join(ONECYCLE_ANNEALS)}",
+        ),
         (config.step_schedule.step_size >= 1, "step_schedule.step_size must be at least 1"),
         (
             augment.coarse_dropout.fill in HOLE_FILLS,

@@ -1,4 +1,4 @@
-"""The one exception type for mistakes in the user's input (config, data, checkpoints)."""
+"""The exceptions a user sees as one line: mistakes in their input, and why a run stopped."""
 
 
 class CifarFlaxError(Exception):
@@ -11,6 +11,10 @@ class RunInterruptedError(CifarFlaxError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum  # the shell's convention for "killed by signal"
+
+
+class NonFiniteLossError(CifarFlaxError):
+    """The loss became NaN or infinite; the run stops before saving the broken state."""
 
 
 def first_line(error: BaseException) -> str:

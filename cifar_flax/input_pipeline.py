@@ -181,8 +181,9 @@ class Augmenter:
         self.close()
 
 
-def default_workers() -> int:
-    return os.cpu_count() or 1
+def augment_workers(configured: int | None) -> int:
+    """Worker processes for the augmentation: as configured, or one per CPU core."""
+    return os.cpu_count() or 1 if configured is None else configured
 
 
 def _normalize(images: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
@@ -285,7 +286,14 @@ def _finish(dataset: tf.data.Dataset, normalize: config_dict.ConfigDict) -> Iter
 
 
 def steps_per_epoch(split: Split, batch_size: int) -> int:
-    return len(split) // batch_size
+    """Full batches in `split` (training drops the last partial one), at least one."""
+    steps = len(split) // batch_size
+    if steps == 0:
+        raise CifarFlaxError(
+            f"train split {split.name!r} has {len(split)} images, fewer than one batch of "
+            f"{batch_size}"
+        )
+    return steps
 
 
 def channel_stats(split: Split) -> tuple[np.ndarray, np.ndarray]:

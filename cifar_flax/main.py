@@ -24,6 +24,7 @@ from cifar_flax.errors import CifarFlaxError, RunInterruptedError
 from cifar_flax.host_memory import restart_reusing_freed_memory
 from cifar_flax.models import create_model
 from cifar_flax.summary import format_summary, summarize
+from cifar_flax.workdir import default_workdir
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -43,7 +44,11 @@ flags.DEFINE_enum(
     "a grid of augmented samples.",
 )
 flags.DEFINE_enum(
-    "checkpoint", "best", ["best", "latest"], "With --mode=eval: which checkpoint to evaluate."
+    "checkpoint",
+    "latest",
+    ["latest", "best"],
+    "With --mode=eval: which checkpoint to evaluate; best (by validation accuracy) exists only "
+    "for a run evaluated on a validation split (configs/...:val).",
 )
 flags.DEFINE_string(
     "coordinator_address",
@@ -61,24 +66,11 @@ flags.DEFINE_integer(
     int(os.environ["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in os.environ else None,
     "This process's index, 0 to num_processes - 1. Default: $JAX_PROCESS_ID.",
 )
-SAMPLE_GRID = "augmented_samples.png"
-DEFAULT_RUNS = "runs"
-# Set by the schedulers jax.distributed detects by itself, when they start several processes.
-CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 flags.mark_flag_as_required("config")
 
 
-def default_workdir(config_spec: str, model_override: str | None = None) -> pathlib.Path:
-    """runs/NAME for a run without --workdir: one directory per config file, variant and model."""
-    path, _, variant = config_spec.partition(":")
-    parts = [pathlib.Path(path).stem, *(token for token in variant.split(",") if token)]
-    if model_override:
-        parts.append(model_override.rpartition(":")[2].removesuffix(".py").rpartition("/")[2])
-    return pathlib.Path(DEFAULT_RUNS) / "-".join(parts)
-
-
 def run(
-    mode: str, config: config_dict.ConfigDict, workdir: str | None, checkpoint: str = "best"
+    mode: str, config: config_dict.ConfigDict, workdir: str | None, checkpoint: str = "latest"
 ) -> None:
     """Carry out `mode`; raises CifarFlaxError for anything the user should fix."""
     if mode == "summary":
@@ -86,70 +78,19 @@ def run(
         return
     if workdir is None:
         raise CifarFlaxError(f"--mode={mode} writes to a directory: pass --workdir=DIR")
+    # TensorFlow loads only when data is needed.
     if mode == "data":
+        from cifar_flax.data_report import describe_data
+
         describe_data(config, pathlib.Path(workdir))
-        return
-    from cifar_flax import train  # TensorFlow loads only when data is needed
+    elif mode == "train":
+        from cifar_flax.train import train_and_evaluate
 
-    if mode == "train":
-        train.train_and_evaluate(config, workdir)
+        train_and_evaluate(config, workdir)
     else:
-        train.evaluate(config, workdir, checkpoint)
+        from cifar_flax.evaluation import evaluate
 
-
-def describe_data(config: config_dict.ConfigDict, workdir: pathlib.Path) -> None:
-    """Print class counts and pixel statistics; save a grid of augmented training images."""
-    from cifar_flax import input_pipeline, plots  # TensorFlow loads only when data is needed
-    from cifar_flax.augment import image_seeds
-
-    input_pipeline.hide_gpus_from_tensorflow()
-    train = input_pipeline.load_split(config.data_dir, config.train_split, config.download)
-    test = input_pipeline.load_split(config.data_dir, config.eval_split, config.download)
-    width = max(map(len, train.class_names))
-    print(f"{'class':{width}s}  {train.name:>12s}  {test.name:>12s}")
-    counts = zip(input_pipeline.class_counts(train), input_pipeline.class_counts(test), strict=True)
-    for name, (n_train, n_test) in zip(train.class_names, counts, strict=True):
-        print(f"{name:{width}s}  {n_train:12,d}  {n_test:12,d}")
-    print(f"{'total':{width}s}  {len(train):12,d}  {len(test):12,d}")
-    mean, std = input_pipeline.channel_stats(train)
-    fmt = lambda values: ", ".join(f"{v:.4f}" for v in values)  # noqa: E731
-    print(f"Train mean: ({fmt(mean)}) std: ({fmt(std)})")
-    count = min(32, len(train))
-    augmenter = input_pipeline.Augmenter(config.augment, config.normalize.mean)
-    samples = augmenter(train.images[:count], image_seeds(count, config.seed))
-    path = plots.save_image_grid(
-        samples,
-        [train.class_names[label] for label in train.labels[:count]],
-        workdir / SAMPLE_GRID,
-        suptitle=f"{config.model}: augmented training samples ({train.name})",
-    )
-    print(f"Wrote {path}")
-
-
-def initialize_distributed(
-    coordinator_address: str | None, num_processes: int | None, process_id: int | None
-) -> None:
-    """Join the other processes of a multi-process run, when there are any.
-
-    Explicit settings win; otherwise a Slurm or Open MPI job of several tasks, or a multi-host
-    Cloud TPU (several TPU_WORKER_HOSTNAMES), lets jax.distributed find them itself.
-    """
-    explicit = (coordinator_address, num_processes, process_id) != (None, None, None)
-    detected = any(int(os.environ.get(name, "1")) > 1 for name in CLUSTER_SIZE_VARIABLES) or (
-        "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    )
-    if not (explicit or detected):
-        return
-    import jax
-
-    try:
-        jax.distributed.initialize(coordinator_address, num_processes, process_id)
-    except (ValueError, TypeError, RuntimeError) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise CifarFlaxError(
-            f"cannot start the multi-process run ({first_line}); give --coordinator_address="
-            "HOST:PORT, --num_processes and --process_id, the same address to every process"
-        ) from error
+        evaluate(config, workdir, checkpoint)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -186,7 +127,9 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         if FLAGS.mode in ("train", "eval"):
-            initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+            from cifar_flax import distributed  # TensorFlow loads only when data is needed
+
+            distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
         run(FLAGS.mode, FLAGS.config, chosen_workdir(), FLAGS.checkpoint)
     except RunInterruptedError as stopped:  # after saving a checkpoint: not a mistake
         print(stopped, file=sys.stderr)

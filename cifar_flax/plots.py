@@ -47,10 +47,10 @@ def save_training_curves(
     held_out: str = "test",
 ) -> pathlib.Path:
     """Loss and accuracy per epoch from metrics.jsonl records: train, and the held-out split
-    (the records' test_* keys) labelled `held_out`, "val" for a validation split."""
+    (the records' eval_* keys) labelled `held_out`, "val" for a validation split."""
     epochs = [record["epoch"] for record in records]
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for split, label in (("train", "train"), ("test", held_out)):
+    for split, label in (("train", "train"), ("eval", held_out)):
         loss_axis.plot(epochs, [r[f"{split}_loss"] for r in records], label=label)
         accuracy_axis.plot(epochs, [100 * r[f"{split}_accuracy"] for r in records], label=label)
     loss_axis.set(xlabel="epoch", ylabel="loss", title="loss")

@@ -12,9 +12,8 @@ import jax.numpy as jnp
 import optax
 from ml_collections import config_dict
 
+from cifar_flax.config_lib import LR_SCHEDULES
 from cifar_flax.errors import CifarFlaxError
-
-SCHEDULES = ("constant", "step", "onecycle")
 
 
 def _cosine(start: float, end: float, done: jnp.ndarray, left: jnp.ndarray) -> jnp.ndarray:
@@ -118,7 +117,7 @@ def learning_rate_schedule(config: config_dict.ConfigDict, steps_per_epoch: int)
             cycle.anneal,
         )
     raise CifarFlaxError(
-        f"unknown lr_schedule {config.lr_schedule!r}; use one of: {', '.join(SCHEDULES)}"
+        f"unknown lr_schedule {config.lr_schedule!r}; use one of: {', '.join(LR_SCHEDULES)}"
     )
 
 

@@ -19,10 +19,10 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_dict
 
+from cifar_flax.config_lib import OPTIMIZERS
 from cifar_flax.errors import CifarFlaxError
 from cifar_flax.schedules import learning_rate_schedule, momentum_schedule
 
-OPTIMIZERS = ("sgd", "adam")
 DATA_AXIS = "data"
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]

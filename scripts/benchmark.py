@@ -10,7 +10,7 @@ Steps run on one fixed synthetic batch (the same for JAX and PyTorch), after com
 warm-up; each figure is the median of --repeats timings of --steps steps. The input pipeline is
 timed on real data (a --input_images slice of --data_dir) with the augmentation of the config
 that trains the network, over one epoch after a warm-up epoch (worker start-up excluded).
-`ratio` = JAX train / PyTorch train, the PyTorch original (../shared/reference/torch_seeds.py,
+`ratio` = JAX train / PyTorch train, the PyTorch original (--torch_seeds, the seeds' torch_seeds.py,
 channels_last, SGD momentum, cross-entropy) measured in the same run on the same kind of device.
 """
 
@@ -27,11 +27,12 @@ from collections.abc import Callable
 import jax
 import numpy as np
 from absl import app, flags
+from ml_collections import config_dict
 
 from cifar_flax.config_lib import base_config, import_file, load_config
 from cifar_flax.console import quiet_library_logs
 from cifar_flax.host_memory import restart_reusing_freed_memory
-from cifar_flax.models import MODELS, SEEDS, create_model
+from cifar_flax.models import NETWORKS, create_model
 from cifar_flax.steps import (
     create_train_state,
     jit_eval_step,
@@ -42,14 +43,6 @@ from cifar_flax.steps import (
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
-# The config that trains each network: its augmentation feeds the input timing.
-CONFIG_OF = {
-    "s7_dwsep": "configs/s7.py:s7_dwsep",
-    "s7_dilated_stride": "configs/s7.py:s7_dilated_stride",
-    "s9_inverted_residual": "configs/s9.py",
-    "s7_lite": "configs/s7.py",
-    "s6_grouped": "configs/s6.py",
-}
 
 _MODELS = flags.DEFINE_string("models", "all", "Comma-separated network names, or 'all'.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Images per step.")
@@ -59,6 +52,9 @@ _TORCH = flags.DEFINE_boolean("torch", False, "Also time the PyTorch original.")
 _INPUT = flags.DEFINE_boolean("input", True, "Time the input pipeline on real data.")
 _DATA_DIR = flags.DEFINE_string("data_dir", str(SHARED / "data" / "tfds"), "tfds data_dir.")
 _INPUT_IMAGES = flags.DEFINE_integer("input_images", 10_000, "Images per input-pipeline epoch.")
+_TORCH_SEEDS = flags.DEFINE_string(
+    "torch_seeds", str(SHARED / "reference" / "torch_seeds.py"), "The PyTorch seed networks."
+)
 _WORKERS = flags.DEFINE_integer("augment_workers", None, "Augmentation processes (default: auto).")
 
 
@@ -118,12 +114,12 @@ def torch_rate(name: str, batch_size: int, steps: int, repeats: int) -> float:
     import torch
     import torch.nn.functional as F
 
-    torch_seeds = import_file(SHARED / "reference" / "torch_seeds.py")
+    torch_seeds = import_file(_TORCH_SEEDS.value)
     # The same kind of device as JAX's: a GPU run compares GPU against GPU.
     use_cuda = jax.default_backend() == "gpu" and torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
     torch.manual_seed(0)
-    model = torch_seeds.MODELS[SEEDS[name]][0]()
+    model = torch_seeds.MODELS[NETWORKS[name].seed][0]()
     model = model.to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batch = synthetic_batch(batch_size)
@@ -148,10 +144,10 @@ def input_rate(name: str, batch_size: int, images: int, workers: int | None) -> 
     """Images per second of one epoch of the training input pipeline (after a warm-up epoch)."""
     from cifar_flax import input_pipeline
 
-    config = load_config(REPO_ROOT / CONFIG_OF[name])
+    config = training_config(name)
     config.batch_size = batch_size
     split = input_pipeline.load_split(_DATA_DIR.value, f"train[:{images}]", download=False)
-    workers = input_pipeline.default_workers() if workers is None else workers
+    workers = input_pipeline.augment_workers(workers)
     with input_pipeline.Augmenter(config.augment, config.normalize.mean, workers) as augmenter:
         for _ in input_pipeline.train_batches(split, config, 0, augmenter):
             pass
@@ -161,6 +157,16 @@ def input_rate(name: str, batch_size: int, images: int, workers: int | None) -> 
             for batch in input_pipeline.train_batches(split, config, 1, augmenter)
         )
     return count / (time.perf_counter() - started)
+
+
+def training_config(name: str) -> config_dict.ConfigDict:
+    """Our recipe for network `name`: the config file in configs/ with a variant of that name."""
+    for path in sorted((REPO_ROOT / "configs").glob("*.py")):
+        try:
+            return load_config(f"{path}:{name}")
+        except ValueError:  # not one of this file's variants
+            continue
+    raise ValueError(f"no file in configs/ has a variant {name!r}")
 
 
 def describe_machine() -> str:
@@ -175,10 +181,10 @@ def describe_machine() -> str:
 def main(argv: list[str]) -> None:
     del argv
     quiet_library_logs()
-    names = list(MODELS) if _MODELS.value == "all" else _MODELS.value.split(",")
-    unknown = [name for name in names if name not in MODELS]
+    names = list(NETWORKS) if _MODELS.value == "all" else _MODELS.value.split(",")
+    unknown = [name for name in names if name not in NETWORKS]
     if unknown:
-        sys.exit(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+        sys.exit(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(NETWORKS)}")
     print(describe_machine(), flush=True)
     if _INPUT.value:
         from cifar_flax import input_pipeline

@@ -1,6 +1,6 @@
 r"""Check the Flax seed networks against the PyTorch originals, weight for weight.
 
-For each network: build the PyTorch reference (../shared/reference/torch_seeds.py), give its
+For each network: build the PyTorch reference (--torch_seeds, the seeds' torch_seeds.py), give its
 BatchNorm layers random affine parameters and running statistics (so they matter), copy every
 weight into the Flax model, and compare the eval-mode outputs on a random batch.
 
@@ -22,7 +22,7 @@ from absl import app, flags
 
 from cifar_flax.config_lib import import_file
 from cifar_flax.console import quiet_library_logs
-from cifar_flax.models import MODELS, SEEDS, create_model
+from cifar_flax.models import NETWORKS, create_model
 from cifar_flax.models.layers import Conv2d
 from cifar_flax.summary import trace
 
@@ -115,7 +115,7 @@ def max_logit_difference(name: str, torch_seeds: Any, batch_size: int, seed: int
     import torch
 
     torch.manual_seed(seed)
-    torch_model = torch_seeds.MODELS[SEEDS[name]][0]().eval()
+    torch_model = torch_seeds.MODELS[NETWORKS[name].seed][0]().eval()
     randomize_batch_norm(torch_model, seed)
     flax_model = create_model(name)
     variables = flax_variables_from_torch(flax_model, torch_model)
@@ -135,13 +135,12 @@ def main(argv: list[str]) -> None:
         sys.exit("error: torch is not installed; `pip install torch` (the CPU build is enough)")
     torch_seeds = import_file(_TORCH_SEEDS.value)
     worst = 0.0
-    for name in MODELS:
+    for name in NETWORKS:
         difference = max_logit_difference(name, torch_seeds, _BATCH_SIZE.value)
         worst = max(worst, difference)
         verdict = "OK" if difference <= TOLERANCE else "MISMATCH"
-        print(
-            f"{name:22s} seed {SEEDS[name]}  max |logit difference| = {difference:.2e}  {verdict}"
-        )
+        seed = NETWORKS[name].seed
+        print(f"{name:22s} seed {seed}  max |logit difference| = {difference:.2e}  {verdict}")
     if worst > TOLERANCE:
         sys.exit(f"error: a network differs from PyTorch by more than {TOLERANCE:g}")
 

@@ -3,11 +3,10 @@ r"""Ship a finished training run as a pretrained model: its final checkpoint, lo
     python scripts/ship_pretrained.py --workdir=runs/s7 --dest=pretrained/s7 \
         [--log=runs/s7.log] [--data_dir=../shared/data/tfds]
 
-Copies the final epoch's checkpoint only (so that `--mode=eval` on DEST evaluates the model the
-run ended with, not the epoch that happened to score best on the test set), metrics.jsonl,
-curves.png and the training log; then evaluates it on the run's eval split, which writes
-eval.json and misclassified.png, and writes results.json: what the README results table lists.
-It prints that table's row.
+Copies the final epoch's checkpoint, metrics.jsonl, config.json, curves.png and the training
+log; then evaluates it on the run's eval split (as `--mode=eval` does: the latest checkpoint),
+which writes eval.json and misclassified.png, and writes results.json: what the README results
+table lists. It prints that table's row; add DEST and its config to pretrained/shipped.json.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from cifar_flax.console import quiet_library_logs
 from cifar_flax.errors import CifarFlaxError
 from cifar_flax.models import create_model
 from cifar_flax.summary import summarize
+from cifar_flax.workdir import CONFIG_FILE
 
 RESULTS_FILE = "results.json"
 LOG_FILE = "train.log"
@@ -40,7 +40,7 @@ def final_checkpoint(workdir: pathlib.Path) -> tuple[int, dict[str, Any]]:
     finally:
         manager.close()
     planned = meta["config"]["num_epochs"]
-    if meta["epoch"] != planned or meta["epoch_losses"]:
+    if meta["epoch"] != planned or meta["epoch_steps"]:
         raise CifarFlaxError(
             f"the run in {workdir} has not finished ({meta['epoch']} of {planned} epochs); "
             "run its training command again to finish it first"
@@ -87,7 +87,6 @@ def recipe(config: dict[str, Any]) -> str:
 def results(
     meta: dict[str, Any], report: dict[str, Any], records: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    best = max(records, key=lambda record: record["test_accuracy"])
     summary = summarize(create_model(meta["model"]), meta["model"])
     return {
         "model": meta["model"],
@@ -97,8 +96,6 @@ def results(
         "epochs": meta["epoch"],
         "eval_split": meta["eval_split"],
         "final_accuracy": report["accuracy"],
-        "best_accuracy": best["test_accuracy"],
-        "best_epoch": best["epoch"],
         "per_class_accuracy": report["per_class_accuracy"],
         "train_seconds": sum(record["epoch_seconds"] for record in records),
         "ran_on": sorted({record.get("device", "unrecorded") for record in records}),
@@ -115,7 +112,6 @@ def table_row(dest: pathlib.Path, shipped: dict[str, Any]) -> str:
         shipped["recipe"],
         str(shipped["epochs"]),
         f"**{100 * shipped['final_accuracy']:.2f}%**",
-        f"{100 * shipped['best_accuracy']:.2f}% (ep {shipped['best_epoch']})",
         f"{minutes:.0f} min",
         "; ".join(shipped["ran_on"]),
     ]
@@ -125,23 +121,26 @@ def table_row(dest: pathlib.Path, shipped: dict[str, Any]) -> str:
 def ship(
     workdir: pathlib.Path, dest: pathlib.Path, log: pathlib.Path | None, data_dir: str | None
 ) -> dict[str, Any]:
-    # Imported here, not above: it loads TensorFlow, which main does after quiet_library_logs.
-    from cifar_flax import train
+    # Imported here, not above: they load TensorFlow, which main does after quiet_library_logs.
+    from cifar_flax import evaluation, metrics
 
     step, meta = final_checkpoint(workdir)
     created = not dest.exists()
-    copy_run(workdir, dest, step, log, (train.METRICS_FILE, train.CURVES_FILE))
+    run_files = (metrics.METRICS_FILE, metrics.CURVES_FILE, CONFIG_FILE)
+    copy_run(
+        workdir, dest, step, log, tuple(name for name in run_files if (workdir / name).exists())
+    )
     config = config_dict.ConfigDict(meta["config"])
     config.data_dir = data_dir
     try:
-        # DEST holds one checkpoint, the final one; the default checkpoint choice, as with
-        # --mode=eval, lets the README's eval command rewrite this eval.json unchanged.
-        report = train.evaluate(config, str(dest))
+        # As --mode=eval does by default, so that the README's eval command rewrites this
+        # eval.json unchanged.
+        report = evaluation.evaluate(config, str(dest))
     except CifarFlaxError:
         if created:  # leave no half-shipped model behind; the run itself is untouched
             shutil.rmtree(dest)
         raise
-    shipped = results(meta, report, train.read_metrics(dest))
+    shipped = results(meta, report, metrics.read_metrics(dest, meta["eval_split"]))
     (dest / RESULTS_FILE).write_text(json.dumps(shipped, indent=2) + "\n")
     return shipped
 

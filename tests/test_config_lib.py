@@ -2,8 +2,8 @@
 
 import pytest
 
-from cifar_flax.config_lib import load_config
-from cifar_flax.models import MODELS
+from cifar_flax.config_lib import describe, load_config
+from cifar_flax.models import NETWORKS
 
 REQUIRED_KEYS = {
     "model",
@@ -32,7 +32,7 @@ def load(repo_root, spec):
 def test_config_selects_its_model_and_has_the_required_keys(repo_root, spec, model):
     config = load(repo_root, spec)
     assert config.model == model
-    assert config.model in MODELS
+    assert config.model in NETWORKS
     assert set(config.keys()) >= REQUIRED_KEYS
     assert (config.train_split, config.eval_split) == ("train", "test")
 
@@ -120,3 +120,26 @@ def test_s7_lite_default_recipe_takes_its_tuned_augmentation(repo_root):
     assert (tuned.hflip_p, tuned.shift_scale_rotate.p, tuned.coarse_dropout.p) == (0.5, 0.5, 0.25)
     assert tuned.color_jitter.p == tuned.to_gray_p == 0
     assert load(repo_root, "configs/s7.py:val").augment == tuned
+
+
+def test_the_printed_recipe_shows_what_trains_and_leaves_out_what_does_not(repo_root):
+    config = load(repo_root, "configs/s7.py")
+    lines = describe(config).splitlines()
+    assert lines[0] == "Recipe:"
+    shown = dict(line.strip().split(" = ", 1) for line in lines[1:])
+    expected = {
+        "model": "s7_lite",
+        "num_epochs": "90",
+        "batch_size": "256",
+        "optimizer": "sgd",
+        "nesterov": "True",
+        "lr_schedule": "onecycle",
+        "learning_rate": "0.1",
+        "onecycle.pct_start": "0.3",
+        "augment.coarse_dropout.p": "0.25",
+    }
+    assert expected.items() <= shown.items()
+    hidden = ("data_dir", "download", "augment_workers", "step_schedule.", "color_jitter.")
+    assert not [key for key in shown if key.startswith(hidden) or ".color_jitter." in key]
+    constant = describe(load(repo_root, "configs/s6.py:seed"))
+    assert "  lr_schedule = constant\n" in constant and "onecycle." not in constant

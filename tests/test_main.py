@@ -53,20 +53,6 @@ def test_summary_from_the_command_line(repo_root):
 
 
 @pytest.mark.parametrize(
-    ("spec", "model", "name"),
-    [
-        ("configs/s7.py", None, "runs/s7"),
-        ("configs/s7.py:s7_dwsep,seed", None, "runs/s7-s7_dwsep-seed"),
-        ("configs/s9.py:val", None, "runs/s9-val"),
-        ("configs/s7.py", "examples/my_net.py:MyNet", "runs/s7-MyNet"),
-        ("configs/s7.py", "s6_grouped", "runs/s7-s6_grouped"),
-    ],
-)
-def test_default_workdir_names_the_config_variant_and_model(spec, model, name):
-    assert main.default_workdir(spec, model) == pathlib.Path(name)
-
-
-@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--config.model=resnet"], "error: unknown model 'resnet'; choose one of: s7_dwsep,"),
@@ -361,10 +347,15 @@ BAD_INPUT = {
         None,
         "cannot read split 'test' from",
     ),
-    "checkpoint of an older format": (
+    "checkpoint of a newer format": (
         ["--mode=eval"],
-        lambda workdir: rewrite_meta(workdir, lambda meta: {**meta, "format": 1}),
-        "has format 1, this version of cifar-flax reads format 2",
+        lambda workdir: rewrite_meta(workdir, lambda meta: {**meta, "format": 99}),
+        "has format 99, written by a newer cifar-flax; this version reads formats 1 to 3",
+    ),
+    "best of a run on the test set": (
+        ["--mode=eval", "--checkpoint=best"],
+        None,
+        "keeps no best checkpoint: its run evaluates on 'test[:256]'",
     ),
     "checkpoint with cut arrays": (["--mode=eval"], cut_arrays, "cannot be restored"),
     "checkpoint of a model that does not fit": (

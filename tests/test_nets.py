@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 
 from cifar_flax.errors import CifarFlaxError
-from cifar_flax.models import MODELS, create_model
+from cifar_flax.models import NETWORKS, create_model, network
 from cifar_flax.models.layers import Conv2d
 from cifar_flax.summary import trace
 
-# Parameters and BatchNorm running statistics, from the seeds' summaries.
-SIZES = {
-    "s7_dwsep": (170_304, 896),
-    "s7_dilated_stride": (98_180, 1_012),
-    "s9_inverted_residual": (178_178, 4_432),
-    "s7_lite": (97_284, 724),
-    "s6_grouped": (187_418, 1_152),
+# BatchNorm running statistics (mean and variance), from the seeds' summaries.
+RUNNING_STATS = {
+    "s7_dwsep": 896,
+    "s7_dilated_stride": 1_012,
+    "s9_inverted_residual": 4_432,
+    "s7_lite": 724,
+    "s6_grouped": 1_152,
 }
 # Output size (H = W) of every convolution in call order, from the seeds' layer tables.
 CONV_SIZES = {
@@ -34,19 +34,27 @@ WITH_DROPOUT = {"s7_dwsep", "s9_inverted_residual", "s7_lite", "s6_grouped"}
 
 
 def test_registry_has_exactly_the_five_seeds():
-    assert set(MODELS) == set(SIZES)
+    assert sorted(record.seed for record in NETWORKS.values()) == [
+        "000",
+        "001",
+        "002",
+        "003",
+        "004",
+    ]
+    assert set(NETWORKS) == set(RUNNING_STATS) == set(CONV_SIZES)
 
 
-@pytest.mark.parametrize("name", SIZES)
+@pytest.mark.parametrize("name", NETWORKS)
 def test_parameter_and_running_stat_counts(name):
     variables = jax.eval_shape(
         create_model(name).init, jax.random.key(0), jnp.zeros((1, 32, 32, 3))
     )
     count = lambda tree: sum(leaf.size for leaf in jax.tree.leaves(tree))  # noqa: E731
-    assert (count(variables["params"]), count(variables["batch_stats"])) == SIZES[name]
+    expected = (network(name).params, RUNNING_STATS[name])
+    assert (count(variables["params"]), count(variables["batch_stats"])) == expected
 
 
-@pytest.mark.parametrize("name", SIZES)
+@pytest.mark.parametrize("name", NETWORKS)
 def test_convolution_output_sizes_follow_the_seed(name):
     root, _ = trace(create_model(name), (1, 32, 32, 3))
     sizes = [call.out_shape[1] for call in root.walk() if isinstance(call.module, Conv2d)]
@@ -81,7 +89,7 @@ def outputs(name):
     return name, variables, (first, second, state), trained
 
 
-@pytest.fixture(params=list(SIZES))
+@pytest.fixture(params=list(NETWORKS))
 def initialized(request):
     return outputs(request.param)
 
@@ -118,4 +126,4 @@ def test_unknown_model_names_the_valid_ones():
         create_model("resnet18")
     message = str(error.value)
     assert "\n" not in message
-    assert all(name in message for name in MODELS)
+    assert all(name in message for name in NETWORKS)

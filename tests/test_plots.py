@@ -8,8 +8,8 @@ RECORDS = [
         epoch=e,
         train_loss=2.0 / e,
         train_accuracy=0.3 * e,
-        test_loss=1.8 / e,
-        test_accuracy=0.3 + 0.1 * e,
+        eval_loss=1.8 / e,
+        eval_accuracy=0.3 + 0.1 * e,
     )
     for e in (1, 2, 3)
 ]

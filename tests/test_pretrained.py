@@ -10,23 +10,19 @@ import shutil
 
 import pytest
 
-from cifar_flax.config_lib import import_file
+from cifar_flax.config_lib import import_file, load_config
 from tests.conftest import REAL_DATA_DIR, REPO_ROOT, cli, e2e, needs_real_data, with_xla_flags
 
-# The --config each shipped model's README command evaluates it with.
-CONFIGS = {
-    "s7": "configs/s7.py",
-    "s7_dwsep": "configs/s7.py:s7_dwsep",
-    "s7_dilated_stride": "configs/s7.py:s7_dilated_stride",
-    "s9": "configs/s9.py",
-    "s9_seed": "configs/s9.py:seed",
-    "s6": "configs/s6.py",
-}
+# Each shipped directory, the config its README command evaluates it with, and its network.
+TABLE = json.loads((REPO_ROOT / "pretrained" / "shipped.json").read_text())
 SHIPPED = sorted(path.parent.name for path in (REPO_ROOT / "pretrained").glob("*/results.json"))
 
 
-def test_every_shipped_model_has_a_config():
-    assert set(SHIPPED) <= set(CONFIGS), "add the new pretrained/ directory to CONFIGS"
+def test_the_table_lists_every_shipped_model_with_its_network():
+    assert sorted(TABLE) == SHIPPED, "list the pretrained/ directories in pretrained/shipped.json"
+    for name, row in TABLE.items():
+        results = json.loads((REPO_ROOT / "pretrained" / name / "results.json").read_text())
+        assert results["model"] == row["network"] == load_config(REPO_ROOT / row["config"]).model
 
 
 @e2e
@@ -38,7 +34,7 @@ def test_shipped_model_evaluates_to_its_readme_accuracy(name, tmp_path):
     workdir = shutil.copytree(REPO_ROOT / "pretrained" / name, tmp_path / name)
     result = cli(
         REPO_ROOT,
-        f"--config={CONFIGS[name]}",
+        f"--config={TABLE[name]['config']}",
         f"--workdir={workdir}",
         "--mode=eval",
         f"--config.data_dir={REAL_DATA_DIR}",

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from cifar_flax import train
+from cifar_flax import evaluation, train
 from cifar_flax.config_lib import import_file
 from cifar_flax.errors import CifarFlaxError
 from tests.conftest import REPO_ROOT, make_config, synthetic_data_dir
@@ -33,24 +33,24 @@ def test_ships_only_the_final_checkpoint_and_evaluates_it(script, finished_run, 
     shipped = script.ship(workdir, dest, log, synthetic_data_dir())
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [p.name for p in (dest / "checkpoints").iterdir()] == [str(records[-1]["step"])]
-    for name in ("metrics.jsonl", "curves.png", "train.log", "eval.json", "misclassified.png"):
+    files = ("metrics.jsonl", "config.json", "curves.png", "train.log", "eval.json")
+    for name in (*files, "misclassified.png"):
         assert (dest / name).is_file(), name
-    assert shipped["final_accuracy"] == records[-1]["test_accuracy"]
-    assert shipped["best_accuracy"] == max(r["test_accuracy"] for r in records)
+    assert shipped["final_accuracy"] == records[-1]["eval_accuracy"]
     assert (shipped["model"], shipped["params"], shipped["epochs"]) == ("s7_lite", 97_284, 2)
     assert shipped["ran_on"] == [records[0]["device"]]
     assert shipped["recipe"] == "Adam, step 0.01, wd 0.0001, clip 0.1, bs 64"
     assert json.loads((dest / "results.json").read_text()) == shipped
 
-    # The shipped directory alone gives the same accuracy, through the default (best) choice,
+    # The shipped directory alone gives the same accuracy, through the default (latest) choice,
     # and rewrites the shipped eval.json unchanged (no diff in a repo after the README command).
     shipped_eval = (dest / "eval.json").read_text()
     capsys.readouterr()
-    report = train.evaluate(make_config(), str(dest))
-    assert report["accuracy"] == records[-1]["test_accuracy"]
+    report = evaluation.evaluate(make_config(), str(dest))
+    assert report["accuracy"] == records[-1]["eval_accuracy"]
     assert (dest / "eval.json").read_text() == shipped_eval
     row = script.table_row(dest, shipped)
-    assert f"**{100 * records[-1]['test_accuracy']:.2f}%**" in row and "97,284" in row
+    assert f"**{100 * records[-1]['eval_accuracy']:.2f}%**" in row and "97,284" in row
 
 
 def test_an_unfinished_run_is_refused(script, finished_run, tmp_path):

@@ -1,15 +1,17 @@
-"""Short runs on the synthetic CIFAR-10: learning, checkpoints, eval, resume, errors."""
+"""Short runs on the synthetic CIFAR-10: learning, checkpoints, eval, resume, errors.
+
+The tests that use the `two_epochs` run live here, whichever module they check, so that one
+test worker trains it once."""
 
 import json
 import os
 import shutil
 import signal
 
-import numpy as np
 import pytest
 
-from cifar_flax import checkpoints, train
-from cifar_flax.errors import CifarFlaxError, RunInterruptedError
+from cifar_flax import checkpoints, evaluation, train
+from cifar_flax.errors import CifarFlaxError, NonFiniteLossError, RunInterruptedError
 from tests.conftest import make_config
 
 
@@ -22,42 +24,56 @@ def test_training_learns_and_writes_everything(two_epochs):
     first, second = records(workdir)
     assert second == record
     assert second["train_loss"] < first["train_loss"]
-    assert second["test_accuracy"] > 0.5  # chance is 0.1: the synthetic classes are learnable
+    assert second["eval_accuracy"] > 0.5  # chance is 0.1: the synthetic classes are learnable
     assert (first["epoch"], second["epoch"], second["step"]) == (1, 2, 16)  # 512 // 64 per epoch
     saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert saved == [8, 16]  # named by the step
     assert (workdir / "curves.png").stat().st_size > 10_000
     assert any((workdir / "tensorboard").iterdir())
+    assert second["eval_split"] == "test[:256]"
+    written = json.loads((workdir / "config.json").read_text())
+    assert written == json.loads(make_config().to_json())
 
 
-def test_eval_reproduces_the_last_test_accuracy(two_epochs, capsys):
-    workdir, record = two_epochs
-    report = train.evaluate(make_config(), str(workdir), which="latest")
-    assert report["correct"] == record["test_correct"] and report["count"] == 256
-    assert report["accuracy"] == record["test_accuracy"]
+def test_a_run_prints_its_recipe_first(tmp_path, capsys):
+    train.train_and_evaluate(make_config(num_epochs=1), str(tmp_path))
     out = capsys.readouterr().out
-    percent = 100 * record["test_correct"] / 256
-    assert f"Test accuracy: {percent:.2f}% ({record['test_correct']}/256)" in out
-    saved = json.loads((workdir / "eval.json").read_text())
-    assert np.array(saved["confusion_matrix"]).sum() == 256
-    assert (workdir / "misclassified.png").exists()
+    assert out.index("Recipe:") < out.index("epoch   1/1")
+    shown = ["optimizer = adam", "lr_schedule = step", "step_schedule.step_size = 2"]
+    for line in [*shown, "batch_size = 64", "train_split = train[:512]"]:
+        assert f"  {line}\n" in out
+    assert "onecycle" not in out and "data_dir" not in out  # unused, or not about the recipe
 
 
-def test_eval_on_a_slice_of_the_training_split_calls_it_val(two_epochs, capsys):
+def test_eval_defaults_to_the_latest_checkpoint_and_keeps_no_best_on_the_test_set(two_epochs):
     workdir, _ = two_epochs
-    report = train.evaluate(make_config(eval_split="train[:128]"), str(workdir), which="latest")
-    assert (report["split"], report["count"]) == ("train[:128]", 128)
-    out = capsys.readouterr().out
-    assert f"Val accuracy: {100 * report['accuracy']:.2f}% ({report['correct']}/128)" in out
-    assert "Test accuracy" not in out
+    assert evaluation.evaluate(make_config(), str(workdir))["step"] == 16
+    with pytest.raises(CifarFlaxError, match="keeps no best checkpoint: its run evaluates on"):
+        evaluation.evaluate(make_config(), str(workdir), which="best")
 
 
-def test_eval_needs_only_the_model_name_from_the_checkpoint(two_epochs):
+def as_format(meta, old_format):
+    """`meta` as a checkpoint of `old_format` held it."""
+    old = {k: v for k, v in meta.items() if not k.startswith("epoch_") and k != "format"}
+    if "eval_accuracy" in old:
+        old["test_accuracy"] = old.pop("eval_accuracy")
+    if old_format == 2:
+        old.update(format=2, epoch_losses=[], epoch_corrects=[])
+    return old
+
+
+@pytest.mark.parametrize("old_format", [1, 2])
+def test_checkpoints_of_earlier_formats_evaluate_and_resume(
+    two_epochs, tmp_path, capsys, old_format
+):
     workdir, record = two_epochs
-    other = make_config(model="s6_grouped", batch_size=32)  # another config entirely
-    other.normalize.mean = (0.5, 0.5, 0.5)
-    report = train.evaluate(other, str(workdir), which="latest")
-    assert (report["model"], report["correct"]) == ("s7_lite", record["test_correct"])
+    copy = shutil.copytree(workdir, tmp_path / "old")
+    for path in copy.glob("checkpoints/*/meta/metadata"):
+        path.write_text(json.dumps(as_format(json.loads(path.read_text()), old_format)))
+    report = evaluation.evaluate(make_config(), str(copy))
+    assert (report["epoch"], report["correct"]) == (2, record["eval_correct"])
+    assert train.train_and_evaluate(make_config(), str(copy)) == record
+    assert "already holds all 2 epochs" in capsys.readouterr().out
 
 
 def test_resume_equals_an_uninterrupted_run(two_epochs, tmp_path):
@@ -99,17 +115,6 @@ def test_a_workdir_of_other_settings_is_refused_untouched(two_epochs, tmp_path, 
     assert sorted((path, path.stat().st_mtime_ns) for path in copy.rglob("*")) == before
 
 
-def test_more_epochs_continue_a_run_only_where_the_schedule_does_not_depend_on_them():
-    def saved(**overrides):
-        return {"model": "s7_lite", "config": json.loads(make_config(**overrides).to_json())}
-
-    assert train.changed_settings(saved(num_epochs=5), make_config()) == []
-    onecycle = make_config(lr_schedule="onecycle")
-    assert train.changed_settings(saved(num_epochs=5, lr_schedule="onecycle"), onecycle) == [
-        "num_epochs: 5 -> 2"
-    ]
-
-
 def test_a_checkpoint_that_does_not_fit_its_model_is_one_clear_error(two_epochs, tmp_path):
     workdir, _ = two_epochs
     copy = tmp_path / "copy"
@@ -117,25 +122,25 @@ def test_a_checkpoint_that_does_not_fit_its_model_is_one_clear_error(two_epochs,
     meta = copy / "checkpoints" / "16" / "meta" / "metadata"
     meta.write_text(meta.read_text().replace('"s7_lite"', '"s6_grouped"'))
     with pytest.raises(CifarFlaxError, match="cannot be restored") as error:
-        train.evaluate(make_config(), str(copy), which="latest")
+        evaluation.evaluate(make_config(), str(copy), which="latest")
     assert "\n" not in str(error.value)
 
 
 def test_eval_without_checkpoints(tmp_path):
     with pytest.raises(CifarFlaxError, match="no checkpoint in"):
-        train.evaluate(make_config(), str(tmp_path))
+        evaluation.evaluate(make_config(), str(tmp_path))
 
 
 def test_non_finite_loss_stops_and_keeps_earlier_checkpoints(two_epochs, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(two_epochs[0], copy)
     exploding = make_config(num_epochs=4)  # the LR explodes after epoch 2
-    with pytest.raises(train.NonFiniteLossError, match=r"at step \d+ \(epoch 3\)"):
+    with pytest.raises(NonFiniteLossError, match=r"at step \d+ \(epoch 3\)"):
         train.train_and_evaluate(exploding, str(copy))
     manager = checkpoints.open_manager(copy, create=False)
     assert manager.all_steps() == [8, 16]
     manager.close()
-    report = train.evaluate(make_config(), str(copy), which="latest")
+    report = evaluation.evaluate(make_config(), str(copy), which="latest")
     assert report["epoch"] == 2
 
 
@@ -182,14 +187,6 @@ def test_a_signal_during_evaluation_stops_only_an_unfinished_run(
             train.train_and_evaluate(make_config(), str(tmp_path))
 
 
-def test_epoch_line_names_a_validation_split_val(two_epochs):
-    _, record = two_epochs
-    assert " test loss " in train.format_epoch(record, 2, "test[:256]")
-    line = train.format_epoch(record, 2, "train[45000:]")
-    assert " val loss " in line and "test" not in line
-    assert line.startswith("epoch   2/2  train loss ")
-
-
 USER_NET = """
 import flax.linen as nn
 import jax.numpy as jnp
@@ -214,8 +211,8 @@ def test_a_users_own_network_trains_resumes_and_evaluates_from_anywhere(tmp_path
     config = make_config(model="nets/mine.py:Net", num_epochs=1)
     train.train_and_evaluate(config, str(tmp_path / "run"))
     record = train.train_and_evaluate(make_config(model="nets/mine.py:Net"), str(tmp_path / "run"))
-    assert record["epoch"] == 2 and record["test_accuracy"] > 0.2
+    assert record["epoch"] == 2 and record["eval_accuracy"] > 0.2
     monkeypatch.chdir(tmp_path / "nets")  # the checkpoint knows where the class is
-    report = train.evaluate(make_config(), str(tmp_path / "run"), which="latest")
+    report = evaluation.evaluate(make_config(), str(tmp_path / "run"), which="latest")
     assert report["model"] == f"{tmp_path / 'nets' / 'mine.py'}:Net"
-    assert report["correct"] == record["test_correct"]
+    assert report["correct"] == record["eval_correct"]

@@ -1,5 +1,5 @@
-"""Seed networks and their building blocks."""
+"""Seed networks, their building blocks, and users' own networks."""
 
-from cifar_flax.models.nets import MODELS, SEEDS, create_model
+from cifar_flax.models.nets import NETWORKS, Network, create_model, network
 
-__all__ = ["MODELS", "SEEDS", "create_model"]
+__all__ = ["NETWORKS", "Network", "create_model", "network"]

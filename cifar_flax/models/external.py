@@ -10,14 +10,13 @@ class again from any working directory.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import pathlib
-import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cifar_flax.config_lib import import_file
 from cifar_flax.errors import CifarFlaxError, first_line
 
 NUM_CLASSES = 10
@@ -44,15 +43,10 @@ def import_where(where: str, spec: str) -> object:
         path = pathlib.Path(where).expanduser()
         if not path.is_file():
             raise CifarFlaxError(f"model file {where} not found ({HELP})")
-        module_name = f"cifar_flax_user_{path.stem}"
-        spec_ = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec_)
-        sys.modules[module_name] = module  # so that dataclasses and pickling find it
         try:
-            spec_.loader.exec_module(module)
+            return import_file(path, f"cifar_flax_user_{path.stem}", register=True)
         except Exception as error:
             raise CifarFlaxError(f"cannot import {where}: {first_line(error)}") from error
-        return module
     try:
         return importlib.import_module(where)
     except Exception as error:
@@ -61,8 +55,8 @@ def import_where(where: str, spec: str) -> object:
         ) from error
 
 
-def load_external(spec: str) -> nn.Module:
-    """The user's module named by `spec`, instantiated and checked against the contract."""
+def load_external(spec: str) -> type[nn.Module]:
+    """The class of the user's module named by `spec`, checked against the contract."""
     where, _, name = spec.rpartition(":")
     if not where or not name:
         raise CifarFlaxError(f"bad model {spec!r}; use {HELP}")
@@ -88,7 +82,7 @@ def load_external(spec: str) -> nn.Module:
             "give its fields defaults"
         ) from error
     check_contract(model, spec)
-    return model
+    return cls
 
 
 def check_contract(model: nn.Module, spec: str) -> None:

@@ -7,6 +7,7 @@ with the output size (H=W) in the comment. Arguments left out take the block's d
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -159,33 +160,39 @@ class S6Grouped(nn.Module):
         return nn.log_softmax(GlobalAvgPool(name="gap")(x))
 
 
-MODELS: dict[str, type[nn.Module]] = {
-    "s7_dwsep": S7DepthwiseSeparable,
-    "s7_dilated_stride": S7DilatedStride,
-    "s9_inverted_residual": S9InvertedResidual,
-    "s7_lite": S7Lite,
-    "s6_grouped": S6Grouped,
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """What the package knows of a network: its module, and for a seed network the seed it
+    reproduces and the parameter count and receptive field (last conv) its seed reports."""
+
+    module: type[nn.Module]
+    seed: str | None = None
+    params: int | None = None
+    receptive_field: int | None = None
+
+
+NETWORKS: dict[str, Network] = {
+    "s7_dwsep": Network(S7DepthwiseSeparable, "000", 170_304, 83),
+    "s7_dilated_stride": Network(S7DilatedStride, "001", 98_180, 97),
+    "s9_inverted_residual": Network(S9InvertedResidual, "002", 178_178, 47),
+    "s7_lite": Network(S7Lite, "003", 97_284, 69),
+    "s6_grouped": Network(S6Grouped, "004", 187_418, 31),
 }
 
 
-# The seed each network reproduces.
-SEEDS: dict[str, str] = {
-    "s7_dwsep": "000",
-    "s7_dilated_stride": "001",
-    "s9_inverted_residual": "002",
-    "s7_lite": "003",
-    "s6_grouped": "004",
-}
+def network(name: str) -> Network:
+    """The record of the seed network `name`, or of the user's own (`file.py:Class`)."""
+    if is_external(name):
+        return Network(load_external(name))
+    try:
+        return NETWORKS[name]
+    except KeyError:
+        raise CifarFlaxError(
+            f"unknown model {name!r}; choose one of: {', '.join(NETWORKS)} (--config.model=NAME), "
+            f"or your own: {HELP}"
+        ) from None
 
 
 def create_model(name: str) -> nn.Module:
-    """The seed network registered under `name`, or the user's own (`file.py:Class`)."""
-    if is_external(name):
-        return load_external(name)
-    try:
-        return MODELS[name]()
-    except KeyError:
-        raise CifarFlaxError(
-            f"unknown model {name!r}; choose one of: {', '.join(MODELS)} (--config.model=NAME), "
-            f"or your own: {HELP}"
-        ) from None
+    """The network `name` (a seed network's name, or `file.py:Class`), ready to init."""
+    return network(name).module()
