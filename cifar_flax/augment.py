@@ -1,7 +1,7 @@
 """The seeds' Albumentations augmentation, built from a config, applied to uint8 HWC images.
 
 Albumentations 2.x renamed or changed several of the transforms the seeds ran under 1.x; each
-builder below keeps the 1.x semantics (see SPEC.md "Albumentations semantics"), and every
+builder below keeps the 1.x semantics (docs/seeds.md, "Augmentations"), and every
 transform is built with `strict=True`, so a misspelt argument fails instead of being ignored.
 
 This module imports neither JAX nor TensorFlow: it also runs in the input pipeline's worker

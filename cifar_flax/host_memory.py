@@ -1,13 +1,11 @@
-"""Keep freed host memory for reuse, which makes XLA's CPU backend several times faster.
+"""Keep freed host memory for reuse, so that XLA's CPU backend stops re-faulting its buffers.
 
 XLA's CPU runtime allocates every step's buffers with malloc and frees them after it. glibc
 serves large blocks with mmap and unmaps them on free, so the next step page-faults and zeroes
-its memory again: a training step of s9_inverted_residual (batch 128) took 481k page faults and
-1.4 s of kernel time on top of 1.6 s of computing. glibc's tunables turn that off (heap only,
-never trimmed, one arena, transparent huge pages): page faults per step 0, and training 1.3x
-(s7_dwsep) to 2.8x (s9_inverted_residual) faster on 2 cores, at the cost of a larger peak RSS
-(memory is never handed back). The tunables are read when a
-process starts, hence the restart of the program under them.
+its memory again, in kernel time comparable to the computing itself. glibc's tunables turn that
+off (heap only, never trimmed, one arena, transparent huge pages), at the cost of a larger peak
+RSS (memory is never handed back); docs/performance.md has the measurements. The tunables are
+read when a process starts, hence the restart of the program under them.
 """
 
 from __future__ import annotations

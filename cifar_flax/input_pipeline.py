@@ -277,9 +277,9 @@ def _finish(dataset: tf.data.Dataset, normalize: config_dict.ConfigDict) -> Iter
         return {**batch, "image": _normalize(batch["image"], normalize.mean, normalize.std)}
 
     dataset = dataset.map(normalized, num_parallel_calls=tf.data.AUTOTUNE)
-    # With autotuning on, the end of an epoch stalled 7-34 s (of a ~35 s epoch of 12,800
-    # images) while training ran beside it: the exhausted iterator waits for the autotuner.
-    # The pipeline runs ~10x faster than the step, so fixed settings lose nothing.
+    # With autotuning on, the end of an epoch stalled for a large part of the epoch while
+    # training ran beside it: the exhausted iterator waits for the autotuner. The pipeline runs
+    # far faster than the step, so fixed settings lose nothing (docs/performance.md).
     options = tf.data.Options()
     options.autotune.enabled = False
     return tfds.as_numpy(dataset.prefetch(PREFETCH_BATCHES).with_options(options))

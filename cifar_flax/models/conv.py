@@ -1,8 +1,8 @@
 """2-D convolution with the same parameters and outputs on every backend, fast on the CPU.
 
 XLA's CPU backend runs grouped and depthwise convolutions (`feature_group_count > 1`) far slower
-than dense ones (jax-ml/jax#23713, #26266): a 3x3 depthwise conv over 64 channels at 8x8, batch
-128, took 32.5 ms forward + backward here against PyTorch's 0.9 ms. On the CPU, therefore:
+than dense ones (jax-ml/jax#23713, #26266; measurements in docs/performance.md). On the CPU,
+therefore:
 
 * depthwise (one input channel per group) becomes k*k shifted multiply-adds, which XLA fuses
   into a single loop over the output, and so does its input gradient (`depthwise_backward`);
@@ -10,8 +10,7 @@ than dense ones (jax-ml/jax#23713, #26266): a 3x3 depthwise conv over 64 channel
   (more FLOPs, but on the dense path XLA runs well; gradients flow to the grouped kernel only);
 * 1x1 convs, and dense convs whose shape favours it (`prefers_patches`), become one 2-D matrix
   product over all pixels (of the k*k shifted windows side by side: im2col), which XLA's CPU
-  dot runs faster than its conv: a 1x1 conv 32 -> 64 at 16x16, batch 128, forward + backward
-  took 4.1 ms against 14.8 ms as a conv.
+  dot runs faster than its conv.
 
 Both take the `feature_group_count` kernel layout (HWIO with in // groups inputs), so parameters
 and checkpoints are the same whichever path runs; other backends keep the native grouped conv.
@@ -108,8 +107,8 @@ def depthwise_backward(
 
     Autodiff of the forward sends the input gradient through k*k pads and adds; as a depthwise
     conv of the output gradient with the flipped kernel (a transposed conv) it is one fused
-    loop: s9_inverted_residual trained at 186-188 img/s against 151 (batch 128, 2 cores), the
-    other networks, whose depthwise layers are small, as before.
+    loop, which trains the network with the largest depthwise layers (s9_inverted_residual)
+    faster (docs/performance.md).
     """
     x, kernel = residuals
     size = kernel.shape[0]
@@ -159,7 +158,7 @@ def matmul_over_pixels(x: jax.Array, matrix: jax.Array) -> jax.Array:
     """(N, H, W, K) @ (K, F) as one 2-D matrix product over all N*H*W pixels.
 
     XLA's CPU dot runs the 2-D form, and above all its kernel gradient (a product contracting
-    the pixels), several times faster than a 4-D dot or a 1x1 conv.
+    the pixels), faster than a 4-D dot or a 1x1 conv.
     """
     batch, height, width, _ = x.shape
     product = jnp.dot(x.reshape(batch * height * width, -1), matrix)
@@ -203,11 +202,9 @@ def prefers_patches(
 ) -> bool:
     """Whether the matrix-product form beats XLA's CPU conv in training (forward + backward).
 
-    Always for 1x1 convs. Measured per layer, forward + backward, over the 36 kxk convs of the
-    five networks (batch 128, 2 cores): XLA's conv won only at stride 1, undilated, over 8+
-    input channels and to fewer than 64 outputs (up to 2.6x there: 16 -> 16 at 32x32, 17 ms
-    against 43 ms); everywhere else the matrix product won, up to 2.9x (128 -> 64 at 24x24,
-    unpadded: 247 ms against 727 ms).
+    Always for 1x1 convs. Timed per layer, forward + backward, over the 36 kxk convs of the
+    five networks, XLA's conv won only at stride 1, undilated, over 8+ input channels and to
+    fewer than 64 outputs; everywhere else the matrix product won (docs/performance.md).
     """
     if kernel_size == 1:
         return True

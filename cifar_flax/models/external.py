@@ -1,6 +1,6 @@
 """A network of the user's own, named `path/to/file.py:ClassName` or `package.module:ClassName`.
 
-The contract (README, "Your own network"): a Flax Linen module constructible with no arguments
+The contract (docs/your_network.md): a Flax Linen module constructible with no arguments
 whose `__call__(x, train: bool)` takes NHWC float32 images and returns (N, 10) logits or
 log-probabilities, keeps BatchNorm statistics in the `batch_stats` collection and draws dropout
 from the `dropout` rng. Checkpoints record the file's absolute path, so `--mode=eval` finds the
