@@ -4,6 +4,7 @@ training images, so that a user sees what the network will be fed."""
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Iterable
 
 from ml_collections import config_dict
 
@@ -41,5 +42,5 @@ def describe_data(config: config_dict.ConfigDict, workdir: pathlib.Path) -> None
     print(f"Wrote {path}")
 
 
-def join(values: list[float]) -> str:
+def join(values: Iterable[float]) -> str:
     return ", ".join(f"{value:.4f}" for value in values)

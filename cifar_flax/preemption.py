@@ -1,5 +1,5 @@
 """Stopping a run cleanly: SIGINT/SIGTERM end it after the current step, agreed on by every
-process, and the message that says what was saved and how to resume."""
+process; the messages that say what was saved and where a resumed run takes up."""
 
 from __future__ import annotations
 
@@ -76,3 +76,11 @@ def interrupted(
     return RunInterruptedError(
         f"{name}: training stopped; {saved} in {workdir}; run the same command to resume", signum
     )
+
+
+def resuming(workdir: pathlib.Path, epochs_done: int, steps_done: int, steps: int) -> str:
+    """What a resumed run says: the checkpoint it takes up from."""
+    where = f"epoch {epochs_done}"
+    if steps_done:
+        where += f" and {steps_done}/{steps} steps of epoch {epochs_done + 1}"
+    return f"Resuming from the checkpoint after {where} in {workdir}"

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
 from ml_collections import config_dict
@@ -22,7 +23,7 @@ from cifar_flax.distributed import check_devices, global_batches, process_shard
 from cifar_flax.errors import NonFiniteLossError
 from cifar_flax.evaluation import EvalResult, evaluate_split
 from cifar_flax.models import create_model
-from cifar_flax.preemption import StopSignals, interrupted
+from cifar_flax.preemption import StopSignals, interrupted, resuming
 from cifar_flax.steps import (
     TrainState,
     create_train_state,
@@ -42,6 +43,7 @@ class Run:
 
     config: config_dict.ConfigDict
     config_values: dict[str, Any]  # as JSON, as the workdir and its checkpoints record it
+    model: nn.Module
     train_split: input_pipeline.Split
     eval_split: input_pipeline.Split
     steps: int
@@ -141,10 +143,8 @@ def epoch_record(
     }
 
 
-def prepare_run(config: config_dict.ConfigDict, mesh: jax.sharding.Mesh) -> Run:
+def prepare_run(config: config_dict.ConfigDict, model: nn.Module, mesh: jax.sharding.Mesh) -> Run:
     """Data, steps per epoch and the compiled steps of `config`, or a one-line error."""
-    model = create_model(config.model)
-    check_devices(config.batch_size)
     input_pipeline.hide_gpus_from_tensorflow()
     train_split = input_pipeline.load_split(config.data_dir, config.train_split, config.download)
     eval_split = input_pipeline.load_split(config.data_dir, config.eval_split, config.download)
@@ -152,6 +152,7 @@ def prepare_run(config: config_dict.ConfigDict, mesh: jax.sharding.Mesh) -> Run:
     return Run(
         config,
         workdirs.config_json(config),
+        model,
         train_split,
         eval_split,
         steps,
@@ -165,19 +166,17 @@ def initial_state(
     run: Run, manager: Any, workdir: pathlib.Path, mesh: jax.sharding.Mesh
 ) -> tuple[TrainState, int, checkpoints.Progress]:
     """The latest checkpoint's state, epochs completed and progress into the next; or new ones."""
-    state = create_train_state(create_model(run.config.model), run.config, run.steps)
-    state = jax.device_put(state, replicated(mesh))
     step = manager.latest_step()
-    if step is None:
+    meta = None if step is None else checkpoints.read_meta(manager, step)
+    if meta is not None:  # before any state is built: a refused resume leaves no trace
+        workdirs.check_resumable(meta, run.config, workdir)
+    state = create_train_state(run.model, run.config, run.steps)
+    state = jax.device_put(state, replicated(mesh))
+    if meta is None:
         return state, 0, checkpoints.Progress()
-    meta = checkpoints.read_meta(manager, step)
-    workdirs.check_resumable(meta, run.config, workdir)
     progress = checkpoints.progress_of(meta)
-    where = f"epoch {meta['epoch']}"
-    if progress.steps:
-        where += f" and {progress.steps}/{run.steps} steps of epoch {meta['epoch'] + 1}"
     if metrics.is_chief():
-        print(f"Resuming from the checkpoint after {where} in {workdir}", flush=True)
+        print(resuming(workdir, meta["epoch"], progress.steps, run.steps), flush=True)
     return checkpoints.restore_state(manager, step, state), meta["epoch"], progress
 
 
@@ -188,9 +187,11 @@ def train_and_evaluate(config: config_dict.ConfigDict, workdir: str) -> dict[str
     Returns the last epoch's record (what metrics.jsonl holds).
     """
     validate(config)
-    mesh = make_mesh()
-    run = prepare_run(config, mesh)
+    model = create_model(config.model)
+    check_devices(config.batch_size)
     path = workdirs.prepare(workdir)
+    mesh = make_mesh()
+    run = prepare_run(config, model, mesh)
     manager = checkpoints.open_manager(path)
     try:
         state, epochs_done, progress = initial_state(run, manager, path, mesh)

@@ -10,13 +10,12 @@ from typing import Any
 import jax
 from ml_collections import config_dict
 
+from cifar_flax.config_lib import NOT_RECIPE, flatten
 from cifar_flax.errors import CifarFlaxError
 from cifar_flax.models.external import canonical
 
 DEFAULT_RUNS = "runs"
 CONFIG_FILE = "config.json"
-# Keys that may change between the runs of one workdir: where the data is, how it is produced.
-RESUMABLE_CHANGES = ("data_dir", "download", "augment_workers")
 
 
 def default_workdir(config_spec: str, model_override: str | None = None) -> pathlib.Path:
@@ -59,7 +58,7 @@ def changed_settings(meta: dict[str, Any], config: config_dict.ConfigDict) -> li
     """
     saved = flatten({**meta["config"], "model": meta["model"]})
     current = flatten(config_json(config))
-    ignored = set(RESUMABLE_CHANGES)
+    ignored = set(NOT_RECIPE)  # where the data is and how it is produced may change
     if config.lr_schedule != "onecycle":
         ignored.add("num_epochs")
     return [
@@ -78,14 +77,3 @@ def check_resumable(
             f"{workdir} holds a run with other settings ({'; '.join(changed)}); pass "
             "--workdir=DIR to train this config elsewhere, or resume with the settings it has"
         )
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists become tuples, so JSON and config values compare."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = tuple(value) if isinstance(value, list) else value
-    return flat
