@@ -24,10 +24,7 @@ import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
-import signal
 import socket
-import threading
-import time
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -35,6 +32,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
+from cifar_flax import augment_worker
 from cifar_flax.augment import augment_batch, build_train_transform, image_seeds
 from cifar_flax.errors import CifarFlaxError
 
@@ -118,30 +116,6 @@ def load_split(data_dir: str | None, split: str, download: bool = True) -> Split
     )
 
 
-# Worker-process side: each worker builds the transform once, then augments batches.
-_worker_transform = None
-
-
-def _init_worker(augment: dict, mean: Sequence[float], parent: int) -> None:
-    # Ctrl-C reaches the whole process group: the trainer saves a checkpoint and closes the
-    # pool; a worker interrupted mid-batch would only print a traceback and break the pool.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    global _worker_transform  # one transform per worker process
-    _worker_transform = build_train_transform(config_dict.ConfigDict(augment), mean)
-
-
-def _exit_with_parent(parent: int) -> None:
-    """A killed training process cannot stop its pool: its workers leave when it is gone."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
-
-
-def _augment_in_worker(images: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    return augment_batch(_worker_transform, images, seeds)
-
-
 class Augmenter:
     """Applies a config's training augmentation to uint8 batches, in `workers` processes.
 
@@ -160,14 +134,14 @@ class Augmenter:
                 max_workers=workers,
                 # A forked child would inherit TensorFlow's and JAX's threads in unknown states.
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
+                initializer=augment_worker.initialize,
                 initargs=(augment.to_dict(), tuple(mean), os.getpid()),
             )
 
     def __call__(self, images: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         if self._pool is None:
             return augment_batch(self._transform, images, seeds)
-        return self._pool.submit(_augment_in_worker, images, seeds).result()
+        return self._pool.submit(augment_worker.augment, images, seeds).result()
 
     def close(self) -> None:
         if self._pool is not None:

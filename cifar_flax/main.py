@@ -22,9 +22,9 @@ from ml_collections import config_dict, config_flags
 from cifar_flax.console import quiet_library_logs
 from cifar_flax.errors import CifarFlaxError, RunInterruptedError
 from cifar_flax.host_memory import restart_reusing_freed_memory
-from cifar_flax.models import create_model
-from cifar_flax.summary import format_summary, summarize
-from cifar_flax.workdir import default_workdir
+
+# Each augmentation worker process imports this module when it starts (multiprocessing's
+# spawn), so JAX and TensorFlow are imported only inside the functions that need them.
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -74,11 +74,13 @@ def run(
 ) -> None:
     """Carry out `mode`; raises CifarFlaxError for anything the user should fix."""
     if mode == "summary":
+        from cifar_flax.models import create_model
+        from cifar_flax.summary import format_summary, summarize
+
         print(format_summary(summarize(create_model(config.model), config.model)))
         return
     if workdir is None:
         raise CifarFlaxError(f"--mode={mode} writes to a directory: pass --workdir=DIR")
-    # TensorFlow loads only when data is needed.
     if mode == "data":
         from cifar_flax.data_report import describe_data
 
@@ -113,6 +115,8 @@ def chosen_workdir() -> str | None:
     """--workdir, or the default one (announced first, so that the user knows where to look)."""
     if FLAGS.workdir or FLAGS.mode == "summary":
         return FLAGS.workdir
+    from cifar_flax.workdir import default_workdir
+
     overrides = config_flags.get_override_values(FLAGS["config"])
     workdir = default_workdir(
         config_flags.get_config_filename(FLAGS["config"]), overrides.get("model")
@@ -127,7 +131,7 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         if FLAGS.mode in ("train", "eval"):
-            from cifar_flax import distributed  # TensorFlow loads only when data is needed
+            from cifar_flax import distributed
 
             distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
         run(FLAGS.mode, FLAGS.config, chosen_workdir(), FLAGS.checkpoint)
