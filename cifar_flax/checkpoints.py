@@ -26,6 +26,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from cifar_flax.config_lib import is_validation
 from cifar_flax.errors import CifarFlaxError, first_line
 from cifar_flax.steps import TrainState
 
@@ -114,11 +115,6 @@ def no_checkpoint_message(workdir: str | pathlib.Path) -> str:
         f"no checkpoint in {checkpoint_dir(workdir)}; train first with the same --workdir "
         "(python -m cifar_flax.main --config=... --workdir=DIR)"
     )
-
-
-def is_validation(split: str) -> bool:
-    """Whether `split` is held out of the training split, so that choosing on it is fair."""
-    return split.startswith("train")
 
 
 def save(manager: ocp.CheckpointManager, state: TrainState, meta: dict[str, Any]) -> None:

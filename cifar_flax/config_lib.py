@@ -143,6 +143,12 @@ def augmentation(
 VALIDATION_SPLITS = ("train[:45000]", "train[45000:]")  # (train, eval) of a tuning run
 
 
+def is_validation(split: str) -> bool:
+    """Whether `split` is held out of the training split (a validation split), not the test set:
+    choosing a checkpoint on it is fair, and its figures are reported as "val"."""
+    return split.startswith("train")
+
+
 def select(
     arg: str | None,
     recipes: Mapping[str, tuple[Callable[[], config_dict.ConfigDict], ...]],

@@ -16,6 +16,7 @@ import jax
 import tensorflow as tf
 
 from cifar_flax import plots
+from cifar_flax.config_lib import is_validation
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
@@ -35,7 +36,7 @@ def is_chief() -> bool:
 
 def held_out_name(eval_split: str) -> str:
     """What to call the evaluation split: "val" when it is held out of the training split."""
-    return "val" if eval_split.startswith("train") else "test"
+    return "val" if is_validation(eval_split) else "test"
 
 
 def device_description() -> str:
