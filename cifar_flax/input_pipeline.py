@@ -183,6 +183,11 @@ class Shard:
         return slice(self.index * size, (self.index + 1) * size)
 
 
+def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
+    """The order in which epoch `epoch` of run `seed` visits the `count` training images."""
+    return np.random.default_rng(image_seeds(2, seed, epoch)).permutation(count)
+
+
 def train_batches(
     split: Split,
     config: config_dict.ConfigDict,
@@ -202,23 +207,25 @@ def train_batches(
     """
     seed, batch_size = config.seed, config.batch_size
     rows = shard.rows(batch_size)
-    dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
-    dataset = dataset.shuffle(len(split), seed=int(image_seeds(1, seed, epoch)[0]))
-    dataset = dataset.batch(batch_size, drop_remainder=True).enumerate().skip(start_batch)
+    order = epoch_order(len(split), seed, epoch)
 
-    def augment(index: tf.Tensor, batch: tuple[tf.Tensor, tf.Tensor]) -> dict[str, tf.Tensor]:
-        images, labels = batch[0][rows], batch[1][rows]
-        augmented = tf.numpy_function(
-            lambda images, index: augmenter(
-                images, image_seeds(batch_size, seed, epoch, int(index))[rows]
-            ),
-            [images, index],
-            tf.uint8,
-            stateful=False,
+    def augmented_batch(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        chosen = order[index * batch_size : (index + 1) * batch_size][rows]
+        seeds = image_seeds(batch_size, seed, epoch, int(index))[rows]
+        return augmenter(split.images[chosen], seeds), split.labels[chosen]
+
+    def augment(index: tf.Tensor) -> dict[str, tf.Tensor]:
+        images, labels = tf.numpy_function(
+            augmented_batch, [index], (tf.uint8, tf.int32), stateful=False
         )
-        augmented.set_shape(images.shape)
-        return {"image": augmented, "label": labels}
+        images.set_shape((rows.stop - rows.start, *split.images.shape[1:]))
+        labels.set_shape((rows.stop - rows.start,))
+        return {"image": images, "label": labels}
 
+    # Batches are gathered from the decoded split by index: a tf.data copy of the split and a
+    # shuffle buffer of every image held it two more times, fragmented over 50,000 small
+    # allocations (docs/performance.md, "Memory").
+    dataset = tf.data.Dataset.range(start_batch, len(split) // batch_size)
     dataset = dataset.map(augment, num_parallel_calls=max(augmenter.workers, 1), deterministic=True)
     return _finish(dataset, config.normalize)
 

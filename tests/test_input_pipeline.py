@@ -224,3 +224,32 @@ def alive(pid):
         return False
     status = pathlib.Path(f"/proc/{pid}/stat")
     return not (status.exists() and status.read_text().split()[2] == "Z")  # zombies are gone
+
+
+WORKER_IMPORTS = """
+import multiprocessing
+import sys
+
+
+def heavy_modules():
+    import cifar_flax.augment_worker  # what a worker unpickles its functions from
+
+    return [name for name in ("tensorflow", "jax", "torch") if sys.modules.get(name) is not None]
+
+
+if __name__ == "__main__":
+    import torch  # where installed: the training process keeps it importable
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        print(pool.apply(heavy_modules), "torch" in sys.modules)
+"""
+
+
+def test_augmentation_workers_load_neither_tensorflow_nor_jax_nor_torch(tmp_path):
+    pytest.importorskip("torch")  # Albumentations imports torch only where it is installed
+    script = tmp_path / "worker_imports.py"
+    script.write_text(WORKER_IMPORTS)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["[]", "True"]
