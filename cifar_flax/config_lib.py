@@ -24,6 +24,7 @@ OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "step", "onecycle")
 ONECYCLE_ANNEALS = ("cos", "linear")
 HOLE_FILLS = ("mean", "black")  # augment.coarse_dropout.fill, see cifar_flax.augment
+COMPUTE_DTYPES = ("float32", "bfloat16")  # see cifar_flax.steps.in_compute_dtype
 
 # CIFAR-10 training-set statistics (0-1 scale; `--mode=data` prints them).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -90,6 +91,9 @@ def base_config() -> config_dict.ConfigDict:
         )
     )
     config.step_schedule = config_dict.ConfigDict(dict(step_size=6, gamma=0.2))  # in epochs
+    # Activations and convolutions in this dtype (one of COMPUTE_DTYPES); parameters, optimizer
+    # state, BatchNorm statistics and the loss stay float32.
+    config.compute_dtype = "float32"
 
     config.augment = augmentation()
     config.augment_workers = config_dict.placeholder(int)  # processes; None: one per CPU core
@@ -239,6 +243,10 @@ def validate(config: config_dict.ConfigDict) -> None:
             f"onecycle.anneal must be one of {', '.join(ONECYCLE_ANNEALS)}",
         ),
         (config.step_schedule.step_size >= 1, "step_schedule.step_size must be at least 1"),
+        (
+            config.compute_dtype in COMPUTE_DTYPES,
+            f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}",
+        ),
         (
             augment.coarse_dropout.fill in HOLE_FILLS,
             f"augment.coarse_dropout.fill must be one of {', '.join(HOLE_FILLS)}",

@@ -18,7 +18,13 @@ from cifar_flax import checkpoints, input_pipeline, plots
 from cifar_flax.distributed import check_devices, global_batches, process_shard
 from cifar_flax.metrics import held_out_name, is_chief
 from cifar_flax.models import create_model
-from cifar_flax.steps import data_sharding, jit_eval_step, make_mesh, replicated
+from cifar_flax.steps import (
+    data_sharding,
+    in_compute_dtype,
+    jit_eval_step,
+    make_mesh,
+    replicated,
+)
 
 EVAL_FILE = "eval.json"
 MISCLASSIFIED_FILE = "misclassified.png"
@@ -93,7 +99,7 @@ def evaluate(config: config_dict.ConfigDict, workdir: str, which: str = "latest"
     input_pipeline.hide_gpus_from_tensorflow()
     split = input_pipeline.load_split(config.data_dir, config.eval_split, config.download)
     result = evaluate_split(
-        jit_eval_step(mesh, model.apply),
+        jit_eval_step(mesh, in_compute_dtype(model.apply, config.compute_dtype)),
         variables,
         split,
         config.batch_size,

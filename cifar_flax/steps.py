@@ -68,16 +68,41 @@ def last_learning_rate(state: TrainState) -> jax.Array:
     return state.opt_state[-1].hyperparams["learning_rate"]
 
 
+def in_compute_dtype(apply_fn: Callable[..., Any], compute_dtype: str) -> Callable[..., Any]:
+    """`apply_fn` computing in `compute_dtype`: the parameters and images cast to it, and what
+    it returns cast back to float32.
+
+    The cast is inside the differentiated function, so gradients reach the float32 parameters
+    in float32; BatchNorm statistics are not cast (Flax reduces them in float32) and stay
+    float32 in the state. It applies to any network, the user's own included.
+    """
+    if compute_dtype == "float32":
+        return apply_fn
+    dtype = jnp.dtype(compute_dtype)
+
+    def cast(tree: Any, to: jnp.dtype) -> Any:
+        return jax.tree.map(
+            lambda a: a.astype(to) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+        )
+
+    def apply(variables: Any, images: jax.Array, *args: Any, **kwargs: Any) -> Any:
+        variables = {**variables, "params": cast(variables["params"], dtype)}
+        return cast(apply_fn(variables, images.astype(dtype), *args, **kwargs), jnp.float32)
+
+    return apply
+
+
 def create_train_state(
     model: nn.Module, config: config_dict.ConfigDict, steps_per_epoch: int, image_size: int = 32
 ) -> TrainState:
-    """Initial state: PyTorch-style init from `config.seed`, and the dropout key."""
+    """Initial state: PyTorch-style init from `config.seed`, and the dropout key; the model
+    computes in `config.compute_dtype`."""
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = jax.jit(functools.partial(model.init, train=False))(
         init_key, jnp.zeros((1, image_size, image_size, 3), jnp.float32)
     )
     return TrainState.create(
-        apply_fn=model.apply,
+        apply_fn=in_compute_dtype(model.apply, config.compute_dtype),
         params=variables["params"],
         batch_stats=variables.get("batch_stats", {}),
         tx=create_optimizer(config, steps_per_epoch),

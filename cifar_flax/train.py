@@ -28,6 +28,7 @@ from cifar_flax.steps import (
     TrainState,
     create_train_state,
     data_sharding,
+    in_compute_dtype,
     jit_eval_step,
     jit_train_step,
     make_mesh,
@@ -157,7 +158,7 @@ def prepare_run(config: config_dict.ConfigDict, model: nn.Module, mesh: jax.shar
         eval_split,
         steps,
         jit_train_step(mesh, config.l1),
-        jit_eval_step(mesh, model.apply),
+        jit_eval_step(mesh, in_compute_dtype(model.apply, config.compute_dtype)),
         global_batches(data_sharding(mesh)),
     )
 

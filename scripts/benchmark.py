@@ -1,17 +1,20 @@
 r"""Steady-state throughput of the training step, the eval step and the input pipeline.
 
-    python scripts/benchmark.py --models=all --batch_size=128 [--torch] [--data_dir=DIR]
+    python scripts/benchmark.py --models=all --batch_size=128,512 [--compute_dtype=bfloat16]
+        [--torch] [--data_dir=DIR]
 
-For each network it prints one line:
+For each network and batch size it prints one line:
 
-    NAME train_img_per_s=... eval_img_per_s=... input_img_per_s=... [torch_img_per_s=... ratio=...]
+    NAME batch=B train_img_per_s=... eval_img_per_s=... input_img_per_s=...
+        [torch_img_per_s=... ratio=...]
 
 Steps run on one fixed synthetic batch (the same for JAX and PyTorch), after compilation and
 warm-up; each figure is the median of --repeats timings of --steps steps. The input pipeline is
 timed on real data (a --input_images slice of --data_dir) with the augmentation of the config
 that trains the network, over one epoch after a warm-up epoch (worker start-up excluded).
 `ratio` = JAX train / PyTorch train, the PyTorch original (--torch_seeds, the seeds' torch_seeds.py,
-channels_last, SGD momentum, cross-entropy) measured in the same run on the same kind of device.
+channels_last, SGD momentum, cross-entropy) measured in the same run on the same kind of device,
+in the same precision: with --compute_dtype=bfloat16, under `torch.autocast(dtype=bfloat16)`.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_dict
 
-from cifar_flax.config_lib import base_config, import_file, load_config
+from cifar_flax.config_lib import COMPUTE_DTYPES, base_config, import_file, load_config
 from cifar_flax.console import quiet_library_logs
 from cifar_flax.host_memory import restart_reusing_freed_memory
 from cifar_flax.models import NETWORKS, create_model
 from cifar_flax.steps import (
     create_train_state,
+    in_compute_dtype,
     jit_eval_step,
     jit_train_step,
     make_mesh,
@@ -45,7 +49,10 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 
 _MODELS = flags.DEFINE_string("models", "all", "Comma-separated network names, or 'all'.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Images per step.")
+_BATCH_SIZES = flags.DEFINE_list("batch_size", ["128"], "Images per step; several: 128,512.")
+_COMPUTE_DTYPE = flags.DEFINE_enum(
+    "compute_dtype", "float32", COMPUTE_DTYPES, "What activations and convolutions compute in."
+)
 _STEPS = flags.DEFINE_integer("steps", 10, "Steps per timing.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per figure (the median is printed).")
 _TORCH = flags.DEFINE_boolean("torch", False, "Also time the PyTorch original.")
@@ -76,11 +83,14 @@ def synthetic_batch(batch_size: int) -> dict[str, np.ndarray]:
     }
 
 
-def jax_rates(name: str, batch_size: int, steps: int, repeats: int) -> tuple[float, float]:
+def jax_rates(
+    name: str, batch_size: int, steps: int, repeats: int, compute_dtype: str
+) -> tuple[float, float]:
     """(train, eval) images per second of network `name` on one device."""
     mesh = make_mesh(jax.devices()[:1])
     config = base_config()
     config.optimizer, config.momentum = "sgd", 0.9  # as the PyTorch side
+    config.compute_dtype = compute_dtype
     model = create_model(name)
     state = jax.device_put(create_train_state(model, config, steps_per_epoch=100), replicated(mesh))
     batch = jax.device_put(synthetic_batch(batch_size))
@@ -95,7 +105,7 @@ def jax_rates(name: str, batch_size: int, steps: int, repeats: int) -> tuple[flo
     train_steps()  # compile and warm up
     train = median_rate(train_steps, steps * batch_size, repeats)
 
-    eval_step = jit_eval_step(mesh, model.apply)
+    eval_step = jit_eval_step(mesh, in_compute_dtype(model.apply, compute_dtype))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     eval_batch = synthetic_batch(batch_size)
     eval_batch = jax.device_put({**eval_batch, "mask": np.ones(batch_size, np.float32)})
@@ -109,8 +119,9 @@ def jax_rates(name: str, batch_size: int, steps: int, repeats: int) -> tuple[flo
     return train, median_rate(eval_steps, steps * batch_size, repeats)
 
 
-def torch_rate(name: str, batch_size: int, steps: int, repeats: int) -> float:
-    """Training images per second of the PyTorch original, as torch_seeds.py's bench runs it."""
+def torch_rate(name: str, batch_size: int, steps: int, repeats: int, compute_dtype: str) -> float:
+    """Training images per second of the PyTorch original, as torch_seeds.py's bench runs it,
+    under autocast to bfloat16 when `compute_dtype` is bfloat16."""
     import torch
     import torch.nn.functional as F
 
@@ -127,11 +138,14 @@ def torch_rate(name: str, batch_size: int, steps: int, repeats: int) -> float:
         device, memory_format=torch.channels_last
     )
     labels = torch.from_numpy(batch["label"]).long().to(device)
+    bfloat16 = compute_dtype == "bfloat16"
 
     def train_steps() -> None:
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(images), labels).backward()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16):
+                loss = F.cross_entropy(model(images), labels)
+            loss.backward()
             optimizer.step()
         if use_cuda:
             torch.cuda.synchronize()
@@ -185,21 +199,27 @@ def main(argv: list[str]) -> None:
     unknown = [name for name in names if name not in NETWORKS]
     if unknown:
         sys.exit(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(NETWORKS)}")
-    print(describe_machine(), flush=True)
+    try:
+        batch_sizes = [int(size) for size in _BATCH_SIZES.value]
+    except ValueError:
+        sys.exit(f"error: --batch_size takes integers, e.g. 128,512, not {_BATCH_SIZES.value}")
+    print(f"{describe_machine()}; compute_dtype={_COMPUTE_DTYPE.value}", flush=True)
     if _INPUT.value:
         from cifar_flax import input_pipeline
 
         input_pipeline.hide_gpus_from_tensorflow()
+    dtype = _COMPUTE_DTYPE.value
     for name in names:
-        train, evaluate = jax_rates(name, _BATCH_SIZE.value, _STEPS.value, _REPEATS.value)
-        fields = [f"train_img_per_s={train:.0f}", f"eval_img_per_s={evaluate:.0f}"]
-        if _INPUT.value:
-            rate = input_rate(name, _BATCH_SIZE.value, _INPUT_IMAGES.value, _WORKERS.value)
-            fields.append(f"input_img_per_s={rate:.0f}")
-        if _TORCH.value:
-            torch = torch_rate(name, _BATCH_SIZE.value, _STEPS.value, _REPEATS.value)
-            fields += [f"torch_img_per_s={torch:.0f}", f"ratio={train / torch:.2f}"]
-        print(f"{name} {' '.join(fields)}", flush=True)
+        for batch_size in batch_sizes:
+            train, evaluate = jax_rates(name, batch_size, _STEPS.value, _REPEATS.value, dtype)
+            fields = [f"train_img_per_s={train:.0f}", f"eval_img_per_s={evaluate:.0f}"]
+            if _INPUT.value:
+                rate = input_rate(name, batch_size, _INPUT_IMAGES.value, _WORKERS.value)
+                fields.append(f"input_img_per_s={rate:.0f}")
+            if _TORCH.value:
+                torch = torch_rate(name, batch_size, _STEPS.value, _REPEATS.value, dtype)
+                fields += [f"torch_img_per_s={torch:.0f}", f"ratio={train / torch:.2f}"]
+            print(f"{name} batch={batch_size} {' '.join(fields)}", flush=True)
 
 
 if __name__ == "__main__":

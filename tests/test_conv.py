@@ -5,7 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar_flax.models.conv import block_diagonal_kernel, conv2d, native_conv
+from cifar_flax.models.conv import (
+    block_diagonal_kernel,
+    conv2d,
+    native_conv,
+    space_to_batch_conv,
+    subsampled_conv,
+)
 
 CASES = [
     # (in channels, out channels, groups, kernel, stride, padding, dilation, size)
@@ -26,38 +32,110 @@ CASES = [
 ]
 
 
+def forward_and_gradients(path, x, kernel):
+    """The output, and both gradients for a random output gradient (so that they differ per
+    position), jitted: one compilation instead of one per operation."""
+
+    def run(x, kernel):
+        y, vjp = jax.vjp(path, x, kernel)
+        grad = jax.random.normal(jax.random.key(2), y.shape).astype(y.dtype)
+        return y, *vjp(grad)
+
+    return jax.jit(run)(x, kernel)
+
+
+def assert_same_conv(path, native, shapes, dtype=jnp.float32):
+    """`path` equals `native` in output and gradients: within 1e-5 of each result's largest
+    magnitude in float32 (the kernel gradient sums N*H*W products, so its rounding differs
+    with the summation order). In bfloat16, within 1e-2 of the float32 result from the same
+    (bfloat16) inputs: two bfloat16 paths round their partial sums differently, each by up to a
+    few of its 8-bit mantissa's steps, so each is held to the exact result rather than to the
+    other."""
+    x_shape, kernel_shape = shapes
+    kx, kk = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, x_shape).astype(dtype)
+    kernel = (jax.random.normal(kk, kernel_shape) / kernel_shape[0]).astype(dtype)
+    tolerance = 1e-5 if dtype == jnp.float32 else 1e-2
+    float32 = (x.astype(jnp.float32), kernel.astype(jnp.float32))
+    for got, expected in zip(
+        forward_and_gradients(path, x, kernel),
+        forward_and_gradients(native, *float32),
+        strict=True,
+    ):
+        assert got.dtype == dtype
+        expected = np.asarray(expected, np.float32)
+        scale = float(np.max(np.abs(expected)))
+        np.testing.assert_allclose(np.asarray(got, np.float32), expected, atol=tolerance * scale)
+
+
 @pytest.mark.parametrize(
     ("cin", "cout", "groups", "k", "stride", "padding", "dilation", "size"), CASES
 )
 def test_cpu_path_equals_native_forward_and_gradients(
     cin, cout, groups, k, stride, padding, dilation, size
 ):
-    kx, kk = jax.random.split(jax.random.key(0))
-    x = jax.random.normal(kx, (4, size, size, cin))
-    kernel = jax.random.normal(kk, (k, k, cin // groups, cout)) / k
+    assert_same_conv(
+        lambda x, w: conv2d(x, w, stride, padding, dilation, groups, backend="cpu"),
+        lambda x, w: native_conv(x, w, stride, padding, dilation, groups),
+        ((4, size, size, cin), (k, k, cin // groups, cout)),
+    )
 
-    def loss(path, x, kernel):
-        y = path(x, kernel)
-        return jnp.sum(jnp.sin(y)), y  # a non-linear loss: gradients differ per position
 
-    def fast(x, kernel):
-        return conv2d(x, kernel, stride, padding, dilation, groups, backend="cpu")
+SUBSAMPLED = [
+    # (in, out, kernel, stride, padding, dilation, size)
+    (16, 16, 3, 2, 2, 2, 32),  # seed 001's dilated stride-2 convs
+    (16, 8, 3, 2, 2, 2, 15),  # an odd input
+    (8, 8, 3, 3, 3, 3, 20),  # stride 3
+    (8, 8, 3, 2, 0, 2, 11),  # unpadded
+    (8, 16, 3, 2, 2, 4, 17),  # dilation twice the stride: a dilated conv of the even pixels
+]
 
-    def native(x, kernel):
-        return native_conv(x, kernel, stride, padding, dilation, groups)
 
-    def forward_and_gradients(path):  # jitted: one compilation instead of one per operation
-        return jax.jit(jax.value_and_grad(lambda x, w: loss(path, x, w), (0, 1), has_aux=True))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize(("cin", "cout", "k", "stride", "padding", "dilation", "size"), SUBSAMPLED)
+def test_subsampled_conv_equals_the_strided_dilated_conv(
+    cin, cout, k, stride, padding, dilation, size, dtype
+):
+    assert_same_conv(
+        lambda x, w: subsampled_conv(x, w, stride, padding, dilation),
+        lambda x, w: native_conv(x, w, stride, padding, dilation, 1),
+        ((2, size, size, cin), (k, k, cin, cout)),
+        dtype,
+    )
 
-    (_, y_fast), grads_fast = forward_and_gradients(fast)(x, kernel)
-    (_, y_native), grads_native = forward_and_gradients(native)(x, kernel)
-    # 1e-5 of each result's scale: the kernel gradient sums N*H*W float32 products, so its
-    # rounding differs with the summation order.
-    for fast_value, native_value in zip(
-        (y_fast, *grads_fast), (y_native, *grads_native), strict=True
-    ):
-        scale = float(jnp.max(jnp.abs(native_value)))
-        np.testing.assert_allclose(fast_value, native_value, atol=1e-5 * scale, rtol=0)
+
+PHASES = [
+    # (in, out, kernel, padding, dilation, size)
+    (32, 64, 3, 1, 2, 8),  # seed 000's conv3a
+    (64, 64, 3, 1, 2, 9),  # seed 003's conv3a (odd size)
+    (32, 128, 3, 0, 2, 28),  # seed 004's conv2a (unpadded)
+    (32, 32, 3, 2, 2, 16),  # seed 001's convblock2b
+    (8, 8, 3, 3, 3, 13),  # dilation 3
+    (8, 8, 5, 0, 3, 14),  # a 5x5 kernel
+]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize(("cin", "cout", "k", "padding", "dilation", "size"), PHASES)
+def test_space_to_batch_conv_equals_the_dilated_conv(cin, cout, k, padding, dilation, size, dtype):
+    assert_same_conv(
+        lambda x, w: space_to_batch_conv(x, w, padding, dilation),
+        lambda x, w: native_conv(x, w, 1, padding, dilation, 1),
+        ((2, size, size, cin), (k, k, cin, cout)),
+        dtype,
+    )
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "groups", "k", "stride", "padding", "dilation", "size"), CASES[::3]
+)
+def test_cpu_path_holds_in_bfloat16(cin, cout, groups, k, stride, padding, dilation, size):
+    assert_same_conv(
+        lambda x, w: conv2d(x, w, stride, padding, dilation, groups, backend="cpu"),
+        lambda x, w: native_conv(x, w, stride, padding, dilation, groups),
+        ((4, size, size, cin), (k, k, cin // groups, cout)),
+        jnp.bfloat16,
+    )
 
 
 def test_block_diagonal_kernel_layout():

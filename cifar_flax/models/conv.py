@@ -198,6 +198,46 @@ def block_diagonal_kernel(kernel: jax.Array, groups: int) -> jax.Array:
     return dense.reshape(size, size, groups * group_in, features)
 
 
+def dense_conv(
+    x: jax.Array, kernel: jax.Array, stride: int, padding: int, dilation: int
+) -> jax.Array:
+    """A dense conv as a matrix product or as XLA's conv, whichever `prefers_patches`."""
+    if prefers_patches(kernel.shape[0], stride, dilation, x.shape[-1], kernel.shape[-1]):
+        return patches_conv(x, kernel, stride, padding, dilation)
+    return native_conv(x, kernel, stride, padding, dilation, 1)
+
+
+def subsampled_conv(
+    x: jax.Array, kernel: jax.Array, stride: int, padding: int, dilation: int
+) -> jax.Array:
+    """A strided conv whose dilation and padding are multiples of the stride, as a stride-1 conv
+    of every stride-th pixel: its taps, `dilation` apart from a start `padding` before the edge,
+    meet no other pixel (e.g. stride 2, dilation 2, padding 2: a plain 3x3 conv with padding 1
+    of the even pixels). Its input gradient then needs no zeros spread between pixels."""
+    return dense_conv(x[:, ::stride, ::stride], kernel, 1, padding // stride, dilation // stride)
+
+
+def space_to_batch_conv(x: jax.Array, kernel: jax.Array, padding: int, dilation: int) -> jax.Array:
+    """A dilated stride-1 conv as one undilated conv over the dilation**2 interleaved phases of
+    the padded input, stacked on the batch axis: output pixel (d*i + a, d*j + b) reads only
+    phase (a, b), at (i, j) plus the kernel's offsets."""
+    batch, height, width, channels = x.shape
+    span = dilation * (kernel.shape[0] - 1)
+    out_height, out_width = height + 2 * padding - span, width + 2 * padding - span
+    # Pad to multiples of `dilation`; the extra rows and columns only reach outputs cropped below.
+    high = [-(extent + 2 * padding) % dilation + padding for extent in (height, width)]
+    x = jnp.pad(x, ((0, 0), (padding, high[0]), (padding, high[1]), (0, 0)))
+    rows, columns = x.shape[1] // dilation, x.shape[2] // dilation
+    phases = x.reshape(batch, rows, dilation, columns, dilation, channels)
+    phases = phases.transpose(2, 4, 0, 1, 3, 5).reshape(-1, rows, columns, channels)
+    y = dense_conv(phases, kernel, 1, 0, 1)
+    _, rows, columns, features = y.shape
+    y = y.reshape(dilation, dilation, batch, rows, columns, features).transpose(2, 3, 0, 4, 1, 5)
+    return y.reshape(batch, rows * dilation, columns * dilation, features)[
+        :, :out_height, :out_width
+    ]
+
+
 def conv2d(
     x: jax.Array,
     kernel: jax.Array,
@@ -210,13 +250,24 @@ def conv2d(
     """NHWC conv with a `feature_group_count`-layout kernel, by the fastest path for `backend`."""
     if (backend or jax.default_backend()) != "cpu":
         return native_conv(x, kernel, stride, padding, dilation, groups)
+    if x.dtype != jnp.float32:
+        # XLA's CPU backend has no bfloat16 arithmetic of its own; in float32 the sums of
+        # products (the kernel gradients above all) are not rounded to 8 bits at every step.
+        y = conv2d(
+            x.astype(jnp.float32),
+            kernel.astype(jnp.float32),
+            stride,
+            padding,
+            dilation,
+            groups,
+            backend,
+        )
+        return y.astype(x.dtype)
     if groups > 1 and kernel.shape[2] == 1:  # one input channel per group: depthwise
         return shifted_depthwise_conv(x, kernel, stride, padding, dilation)
     if groups > 1:
         kernel = block_diagonal_kernel(kernel, groups)
-    if prefers_patches(kernel.shape[0], stride, dilation, x.shape[-1], kernel.shape[-1]):
-        return patches_conv(x, kernel, stride, padding, dilation)
-    return native_conv(x, kernel, stride, padding, dilation, 1)
+    return dense_conv(x, kernel, stride, padding, dilation)
 
 
 def prefers_patches(

@@ -1,0 +1,144 @@
+r"""Time every convolution of the seed networks by each exact formulation that applies to it.
+
+    python scripts/conv_paths.py [--models=all] [--batch_size=128] [--repeats=5]
+
+For each distinct conv layer (its input shape, kernel, stride, padding, dilation, groups), one
+line per formulation: milliseconds for forward + backward (both gradients) at the batch size,
+the median of --repeats timings after compilation. `chosen` is what `conv.conv2d` runs on this
+backend; the others are the rewrites in `cifar_flax/models/conv.py` that hold for the layer:
+
+    native       lax.conv_general_dilated (feature_group_count, rhs_dilation, strides)
+    dense        conv.dense_conv (matrix product or native; groups as a block-diagonal kernel)
+    subsampled   conv.subsampled_conv (stride divides dilation and padding)
+    phases       conv.space_to_batch_conv (dilated, stride 1)
+
+The outputs of every formulation are checked against `native` before timing.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from cifar_flax.console import quiet_library_logs
+from cifar_flax.host_memory import restart_reusing_freed_memory
+from cifar_flax.models import NETWORKS, conv, create_model
+from cifar_flax.models.layers import Conv2d
+
+_MODELS = flags.DEFINE_string("models", "all", "Comma-separated network names, or 'all'.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Images per step.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per figure (the median is printed).")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+
+Layer = tuple[tuple[int, ...], tuple[int, ...], int, int, int, int]
+Path = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def conv_layers(name: str) -> list[Layer]:
+    """(input shape without batch, kernel shape, stride, padding, dilation, groups) of each
+    Conv2d of network `name`, in call order."""
+    layers: list[Layer] = []
+
+    def record(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
+        module = context.module
+        if isinstance(module, Conv2d) and context.method_name == "__call__":
+            cin = args[0].shape[-1]
+            kernel = (module.kernel_size, module.kernel_size, cin // module.groups, module.features)
+            settings = (module.stride, module.padding, module.dilation, module.groups)
+            layers.append((tuple(args[0].shape[1:]), kernel, *settings))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(
+            lambda: create_model(name).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+        )
+    return layers
+
+
+def formulations(layer: Layer) -> dict[str, Path]:
+    """Every formulation that computes `layer` exactly, by name."""
+    _, kernel_shape, stride, padding, dilation, groups = layer
+
+    def dense(x: jax.Array, kernel: jax.Array) -> jax.Array:
+        if groups > 1:
+            kernel = conv.block_diagonal_kernel(kernel, groups)
+        return conv.dense_conv(x, kernel, stride, padding, dilation)
+
+    paths: dict[str, Path] = {
+        "chosen": lambda x, k: conv.conv2d(x, k, stride, padding, dilation, groups),
+        "native": lambda x, k: conv.native_conv(x, k, stride, padding, dilation, groups),
+    }
+    if groups == 1 or kernel_shape[2] > 1:
+        paths["dense"] = dense
+    if groups == 1 and stride > 1 and dilation % stride == 0 and padding % stride == 0:
+        paths["subsampled"] = lambda x, k: conv.subsampled_conv(x, k, stride, padding, dilation)
+    if groups == 1 and stride == 1 and dilation > 1:
+        paths["phases"] = lambda x, k: conv.space_to_batch_conv(x, k, padding, dilation)
+    return paths
+
+
+def milliseconds(path: Path, x: jax.Array, kernel: jax.Array, repeats: int) -> float:
+    """Median time of the forward and both gradients of `path` (a fixed output gradient)."""
+
+    def forward_backward(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, ...]:
+        y, vjp = jax.vjp(path, x, kernel)
+        return (y, *vjp(jnp.ones_like(y)))
+
+    step = jax.jit(forward_backward)
+    jax.block_until_ready(step(x, kernel))
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        jax.block_until_ready(step(x, kernel))
+        timings.append(time.perf_counter() - started)
+    return 1e3 * statistics.median(timings)
+
+
+def check_equal(paths: dict[str, Path], x: jax.Array, kernel: jax.Array) -> None:
+    reference = np.asarray(paths["native"](x, kernel), np.float32)
+    scale = np.max(np.abs(reference))
+    for name, path in paths.items():
+        error = np.max(np.abs(np.asarray(path(x, kernel), np.float32) - reference)) / scale
+        if error > (1e-5 if x.dtype == jnp.float32 else 1e-2):
+            sys.exit(f"error: {name} differs from native by {error:.1e} of its scale")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    quiet_library_logs()
+    names = list(NETWORKS) if _MODELS.value == "all" else _MODELS.value.split(",")
+    dtype = jnp.dtype(_DTYPE.value)
+    print(f"# jax {jax.__version__} on {jax.devices()[0].device_kind}, batch {_BATCH_SIZE.value}")
+    seen: set[Layer] = set()
+    for name in names:
+        for layer in conv_layers(name):
+            if layer in seen:
+                continue
+            seen.add(layer)
+            shape, kernel_shape, *settings = layer
+            x = jax.random.normal(jax.random.key(0), (_BATCH_SIZE.value, *shape), dtype)
+            kernel = jax.random.normal(jax.random.key(1), kernel_shape, dtype) / 3
+            paths = formulations(layer)
+            check_equal(paths, x, kernel)
+            times = {path: milliseconds(f, x, kernel, _REPEATS.value) for path, f in paths.items()}
+            described = " ".join(f"{path}={ms:.1f}" for path, ms in times.items())
+            stride, padding, dilation, groups = settings
+            print(
+                f"{name} in={shape} kernel={kernel_shape} s{stride} p{padding} d{dilation} "
+                f"g{groups}: {described}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    restart_reusing_freed_memory()
+    app.run(main)
