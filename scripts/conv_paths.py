@@ -8,7 +8,8 @@ the median of --repeats timings after compilation. `chosen` is what `conv.conv2d
 backend; the others are the rewrites in `cifar_flax/models/conv.py` that hold for the layer:
 
     native       lax.conv_general_dilated (feature_group_count, rhs_dilation, strides)
-    dense        conv.dense_conv (matrix product or native; groups as a block-diagonal kernel)
+    dense        conv.dense_conv (matrix product or native; groups as a block-diagonal kernel),
+                 where `chosen` is another formulation
     subsampled   conv.subsampled_conv (stride divides dilation and padding)
     phases       conv.space_to_batch_conv (dilated, stride 1)
 
@@ -21,23 +22,23 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from cifar_flax.config_lib import COMPUTE_DTYPES
 from cifar_flax.console import quiet_library_logs
 from cifar_flax.host_memory import restart_reusing_freed_memory
 from cifar_flax.models import NETWORKS, conv, create_model
 from cifar_flax.models.layers import Conv2d
+from cifar_flax.summary import trace
 
 _MODELS = flags.DEFINE_string("models", "all", "Comma-separated network names, or 'all'.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Images per step.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timings per figure (the median is printed).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", COMPUTE_DTYPES, "Compute dtype.")
 
 Layer = tuple[tuple[int, ...], tuple[int, ...], int, int, int, int]
 Path = Callable[[jax.Array, jax.Array], jax.Array]
@@ -47,20 +48,13 @@ def conv_layers(name: str) -> list[Layer]:
     """(input shape without batch, kernel shape, stride, padding, dilation, groups) of each
     Conv2d of network `name`, in call order."""
     layers: list[Layer] = []
-
-    def record(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
-        module = context.module
-        if isinstance(module, Conv2d) and context.method_name == "__call__":
-            cin = args[0].shape[-1]
+    for call in trace(create_model(name), (1, 32, 32, 3))[0].walk():
+        module = call.module
+        if isinstance(module, Conv2d):
+            cin = call.in_shape[-1]
             kernel = (module.kernel_size, module.kernel_size, cin // module.groups, module.features)
             settings = (module.stride, module.padding, module.dilation, module.groups)
-            layers.append((tuple(args[0].shape[1:]), kernel, *settings))
-        return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(record):
-        jax.eval_shape(
-            lambda: create_model(name).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-        )
+            layers.append((call.in_shape[1:], kernel, *settings))
     return layers
 
 
@@ -77,7 +71,8 @@ def formulations(layer: Layer) -> dict[str, Path]:
         "chosen": lambda x, k: conv.conv2d(x, k, stride, padding, dilation, groups),
         "native": lambda x, k: conv.native_conv(x, k, stride, padding, dilation, groups),
     }
-    if groups == 1 or kernel_shape[2] > 1:
+    # On the CPU `conv2d` runs `dense` already for every layer but a depthwise one.
+    if jax.default_backend() != "cpu" and (groups == 1 or kernel_shape[2] > 1):
         paths["dense"] = dense
     if groups == 1 and stride > 1 and dilation % stride == 0 and padding % stride == 0:
         paths["subsampled"] = lambda x, k: conv.subsampled_conv(x, k, stride, padding, dilation)
@@ -104,11 +99,14 @@ def milliseconds(path: Path, x: jax.Array, kernel: jax.Array, repeats: int) -> f
 
 
 def check_equal(paths: dict[str, Path], x: jax.Array, kernel: jax.Array) -> None:
-    reference = np.asarray(paths["native"](x, kernel), np.float32)
+    """Every formulation's output within 1e-5 (float32) or 1e-2 (bfloat16) of the largest
+    magnitude of the native conv's in float32, from the same inputs (as tests/test_conv.py)."""
+    reference = np.asarray(paths["native"](x.astype(jnp.float32), kernel.astype(jnp.float32)))
     scale = np.max(np.abs(reference))
+    tolerance = 1e-5 if x.dtype == jnp.float32 else 1e-2
     for name, path in paths.items():
         error = np.max(np.abs(np.asarray(path(x, kernel), np.float32) - reference)) / scale
-        if error > (1e-5 if x.dtype == jnp.float32 else 1e-2):
+        if error > tolerance:
             sys.exit(f"error: {name} differs from native by {error:.1e} of its scale")
 
 
