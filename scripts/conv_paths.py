@@ -4,8 +4,9 @@ r"""Time every convolution of the seed networks by each exact formulation that a
 
 For each distinct conv layer (its input shape, kernel, stride, padding, dilation, groups), one
 line per formulation: milliseconds for forward + backward (both gradients) at the batch size,
-the median of --repeats timings after compilation. `chosen` is what `conv.conv2d` runs on this
-backend; the others are the rewrites in `cifar_flax/models/conv.py` that hold for the layer:
+the median of --repeats timings after compilation, the formulations taking turns. `chosen` is
+what `conv.conv2d` runs on this backend; the others are the rewrites in
+`cifar_flax/models/conv.py` that hold for the layer:
 
     native       lax.conv_general_dilated (feature_group_count, rhs_dilation, strides)
     dense        conv.dense_conv (matrix product or native; groups as a block-diagonal kernel),
@@ -71,7 +72,7 @@ def formulations(layer: Layer) -> dict[str, Path]:
         "chosen": lambda x, k: conv.conv2d(x, k, stride, padding, dilation, groups),
         "native": lambda x, k: conv.native_conv(x, k, stride, padding, dilation, groups),
     }
-    # On the CPU `conv2d` runs `dense` already for every layer but a depthwise one.
+    # On the CPU `conv2d` already runs `dense` for every layer but a depthwise one.
     if jax.default_backend() != "cpu" and (groups == 1 or kernel_shape[2] > 1):
         paths["dense"] = dense
     if groups == 1 and stride > 1 and dilation % stride == 0 and padding % stride == 0:
@@ -81,21 +82,29 @@ def formulations(layer: Layer) -> dict[str, Path]:
     return paths
 
 
-def milliseconds(path: Path, x: jax.Array, kernel: jax.Array, repeats: int) -> float:
-    """Median time of the forward and both gradients of `path` (a fixed output gradient)."""
+def milliseconds(
+    paths: dict[str, Path], x: jax.Array, kernel: jax.Array, repeats: int
+) -> dict[str, float]:
+    """Median time of the forward and both gradients of each path (a fixed output gradient),
+    the paths' timings interleaved so that the machine's drift falls on all of them alike."""
 
-    def forward_backward(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, ...]:
-        y, vjp = jax.vjp(path, x, kernel)
-        return (y, *vjp(jnp.ones_like(y)))
+    def forward_backward(path: Path) -> Callable[..., tuple[jax.Array, ...]]:
+        def run(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, ...]:
+            y, vjp = jax.vjp(path, x, kernel)
+            return (y, *vjp(jnp.ones_like(y)))
 
-    step = jax.jit(forward_backward)
-    jax.block_until_ready(step(x, kernel))
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+        return jax.jit(run)
+
+    steps = {name: forward_backward(path) for name, path in paths.items()}
+    for step in steps.values():
         jax.block_until_ready(step(x, kernel))
-        timings.append(time.perf_counter() - started)
-    return 1e3 * statistics.median(timings)
+    timings: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            started = time.perf_counter()
+            jax.block_until_ready(step(x, kernel))
+            timings[name].append(time.perf_counter() - started)
+    return {name: 1e3 * statistics.median(times) for name, times in timings.items()}
 
 
 def check_equal(paths: dict[str, Path], x: jax.Array, kernel: jax.Array) -> None:
@@ -127,7 +136,7 @@ def main(argv: list[str]) -> None:
             kernel = jax.random.normal(jax.random.key(1), kernel_shape, dtype) / 3
             paths = formulations(layer)
             check_equal(paths, x, kernel)
-            times = {path: milliseconds(f, x, kernel, _REPEATS.value) for path, f in paths.items()}
+            times = milliseconds(paths, x, kernel, _REPEATS.value)
             described = " ".join(f"{path}={ms:.1f}" for path, ms in times.items())
             stride, padding, dilation, groups = settings
             print(

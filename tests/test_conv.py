@@ -26,6 +26,8 @@ CASES = [
     (16, 32, 1, 3, 1, 0, 2, 12),  # dense, as a matrix product (unpadded, dilated)
     (16, 16, 1, 3, 2, 2, 2, 16),  # dense, as a matrix product (strided, dilated)
     (16, 16, 1, 3, 1, 1, 1, 10),  # dense, native (stride 1, undilated, few outputs)
+    (128, 64, 1, 3, 1, 0, 1, 8),  # dense, tap by tap (seed 004's conv over 128 channels)
+    (128, 32, 1, 3, 1, 2, 2, 9),  # dense, tap by tap, padded and dilated
     (32, 64, 1, 1, 1, 0, 1, 8),  # 1x1, as a matrix product
     (16, 24, 1, 1, 2, 1, 1, 9),  # 1x1 with PyTorch's padding and a stride
     (12, 12, 12, 1, 1, 1, 1, 7),  # depthwise 1x1 with padding: the input gradient crops

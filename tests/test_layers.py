@@ -19,6 +19,7 @@ from cifar_flax.models.layers import (
     Residual,
     Transition,
     channel_dropout,
+    log_probabilities,
 )
 
 KEY = jax.random.key(0)
@@ -142,3 +143,13 @@ def test_residual_adds_identity_or_shortcut():
 def test_global_avg_pool_is_spatial_mean():
     x = images()
     np.testing.assert_allclose(GlobalAvgPool().apply({}, x), x.mean(axis=(1, 2)), rtol=1e-6)
+
+
+def test_log_probabilities_are_float32_from_bfloat16_logits():
+    logits = (5 + jax.random.normal(KEY, (4, 10))).astype(jnp.bfloat16)
+    got = log_probabilities(logits)
+    assert got.dtype == jnp.float32
+    expected = jax.nn.log_softmax(logits.astype(jnp.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    rounded = jax.nn.log_softmax(logits).astype(jnp.float32)  # what bfloat16 would give
+    assert np.max(np.abs(rounded - expected)) > 1e-3

@@ -10,7 +10,9 @@ therefore:
   (more FLOPs, but on the dense path XLA runs well; gradients flow to the grouped kernel only);
 * 1x1 convs, and dense convs whose shape favours it (`prefers_patches`), become one 2-D matrix
   product over all pixels (of the k*k shifted windows side by side: im2col), which XLA's CPU
-  dot runs faster than its conv.
+  dot runs faster than its conv; over 128+ input channels a stride-1 one runs tap by tap
+  instead (`tapwise_conv`: k*k products summed in a loop, at the same speed without the
+  patches, the largest buffers of a train step).
 
 Both take the `feature_group_count` kernel layout (HWIO with in // groups inputs), so parameters
 and checkpoints are the same whichever path runs; other backends keep the native grouped conv.
@@ -25,6 +27,9 @@ import jax.numpy as jnp
 from jax import lax
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+# Input channels from which a dense kxk conv runs tap by tap (`tapwise_conv`) on the CPU.
+TAPWISE_MIN_FEATURES = 128
 
 
 def native_conv(
@@ -176,6 +181,70 @@ def patches_conv(
     return matmul_over_pixels(patches, kernel.reshape(size * size * in_features, features))
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def tapwise_conv(x: jax.Array, kernel: jax.Array, padding: int, dilation: int) -> jax.Array:
+    """A stride-1 dense conv as k*k matrix products, one per kernel tap, summed in a loop: no
+    im2col patches, forward or backward.
+
+    Through `patches_conv`, autodiff keeps the patches (k*k times the input) for the kernel
+    gradient and builds an input gradient of their size, and XLA holds the k*k windows beside
+    the patches while it concatenates them: s6_grouped's 24x24x128 -> 64 conv took 560 MiB of
+    buffers that way at batch 128, 76 MiB tap by tap, at the same speed. With fewer input
+    channels the smaller products are slower than one large one (docs/performance.md), hence
+    `TAPWISE_MIN_FEATURES`.
+    """
+    size, _, in_features, features = kernel.shape
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    batch, height, width, _ = x.shape
+    span = dilation * (size - 1)
+    extent = (batch, height - span, width - span, in_features)
+    taps = kernel.reshape(size * size, in_features, features)
+
+    def tap(y: jax.Array, index: jax.Array) -> tuple[jax.Array, None]:
+        row, column = jnp.divmod(index, size)
+        window = lax.dynamic_slice(x, (0, row * dilation, column * dilation, 0), extent)
+        return y + jnp.dot(window.reshape(-1, in_features), taps[index]), None
+
+    y = jnp.zeros((batch * extent[1] * extent[2], features), x.dtype)
+    y, _ = lax.scan(tap, y, jnp.arange(size * size))
+    return y.reshape(*extent[:3], features)
+
+
+def tapwise_forward(
+    x: jax.Array, kernel: jax.Array, padding: int, dilation: int
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return tapwise_conv(x, kernel, padding, dilation), (x, kernel)
+
+
+def tapwise_backward(
+    padding: int, dilation: int, residuals: tuple[jax.Array, jax.Array], grad: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Both gradients in one loop over the taps, each reading one window of the padded input."""
+    x, kernel = residuals
+    size, _, in_features, features = kernel.shape
+    height, width = x.shape[1:3]
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    extent = (*grad.shape[:3], in_features)
+    taps = kernel.reshape(size * size, in_features, features)
+    pixels = grad.reshape(-1, features)
+
+    def tap(grad_x: jax.Array, index: jax.Array) -> tuple[jax.Array, jax.Array]:
+        row, column = jnp.divmod(index, size)
+        start = (0, row * dilation, column * dilation, 0)
+        window = lax.dynamic_slice(x, start, extent).reshape(-1, in_features)
+        grad_tap = jnp.dot(window.T, pixels)
+        spread = jnp.dot(pixels, taps[index].T).reshape(extent)
+        summed = lax.dynamic_slice(grad_x, start, extent) + spread
+        return lax.dynamic_update_slice(grad_x, summed, start), grad_tap
+
+    grad_x, grad_kernel = lax.scan(tap, jnp.zeros_like(x), jnp.arange(size * size))
+    grad_x = grad_x[:, padding : padding + height, padding : padding + width]
+    return grad_x, grad_kernel.reshape(kernel.shape)
+
+
+tapwise_conv.defvjp(tapwise_forward, tapwise_backward)
+
+
 def matmul_over_pixels(x: jax.Array, matrix: jax.Array) -> jax.Array:
     """(N, H, W, K) @ (K, F) as one 2-D matrix product over all N*H*W pixels.
 
@@ -202,7 +271,10 @@ def dense_conv(
     x: jax.Array, kernel: jax.Array, stride: int, padding: int, dilation: int
 ) -> jax.Array:
     """A dense conv as a matrix product or as XLA's conv, whichever `prefers_patches`."""
-    if prefers_patches(kernel.shape[0], stride, dilation, x.shape[-1], kernel.shape[-1]):
+    size = kernel.shape[0]
+    if prefers_patches(size, stride, dilation, x.shape[-1], kernel.shape[-1]):
+        if stride == 1 and size > 1 and x.shape[-1] >= TAPWISE_MIN_FEATURES:
+            return tapwise_conv(x, kernel, padding, dilation)
         return patches_conv(x, kernel, stride, padding, dilation)
     return native_conv(x, kernel, stride, padding, dilation, 1)
 

@@ -193,3 +193,9 @@ class GlobalAvgPool(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return jnp.mean(x, axis=(1, 2))
+
+
+def log_probabilities(logits: jax.Array) -> jax.Array:
+    """`log_softmax` in float32 whatever the compute dtype, as PyTorch's autocast runs it: in
+    bfloat16 a log-probability near 0 beside a logit near 5 would be rounded to 1/32."""
+    return nn.log_softmax(logits.astype(jnp.float32))

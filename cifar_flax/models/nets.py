@@ -27,6 +27,7 @@ from cifar_flax.models.layers import (
     Residual,
     Transition,
     channel_dropout,
+    log_probabilities,
     torch_bias_init,
     torch_kernel_init,
 )
@@ -52,7 +53,7 @@ class S7DepthwiseSeparable(nn.Module):
         x = trans(64, name="trans3")(x, train)  # 2
         x = block(64, name="conv4a")(x, train)  # 2
         x = DepthwiseSeparable(10, 1, post=NONE, name="conv4_dwsep")(x, train)  # 4
-        return nn.log_softmax(GlobalAvgPool(name="gap")(x))
+        return log_probabilities(GlobalAvgPool(name="gap")(x))
 
 
 class S7DilatedStride(nn.Module):
@@ -111,7 +112,7 @@ class S9InvertedResidual(nn.Module):
         x = nn.Dense(
             10, kernel_init=torch_kernel_init, bias_init=torch_bias_init(132), name="linear"
         )(x)
-        return nn.log_softmax(x)
+        return log_probabilities(x)
 
 
 class S7Lite(nn.Module):
@@ -133,7 +134,7 @@ class S7Lite(nn.Module):
         x = Transition(16, name="trans3")(x, train)  # 4
         x = block(32, name="conv4a")(x, train)  # 4
         x = DepthwiseSeparable(10, 1, dropout=self.dropout, name="conv4_dwsep")(x, train)  # 6
-        return nn.log_softmax(GlobalAvgPool(name="gap")(x))
+        return log_probabilities(GlobalAvgPool(name="gap")(x))
 
 
 class S6Grouped(nn.Module):
@@ -157,7 +158,7 @@ class S6Grouped(nn.Module):
         x = block(32, name="conv4a")(x, train)  # 5
         x = block(16, kernel_size=1, post=BN, name="conv4b")(x, train)  # 5
         x = Conv2d(10, use_bias=True, name="conv4c")(x)  # 3
-        return nn.log_softmax(GlobalAvgPool(name="gap")(x))
+        return log_probabilities(GlobalAvgPool(name="gap")(x))
 
 
 @dataclasses.dataclass(frozen=True)
