@@ -13,6 +13,7 @@ what `conv.conv2d` runs on this backend; the others are the rewrites in
                  where `chosen` is another formulation
     subsampled   conv.subsampled_conv (stride divides dilation and padding)
     phases       conv.space_to_batch_conv (dilated, stride 1)
+    batched      conv.batched_group_conv (grouped and depthwise: one product batched over groups)
 
 The outputs of every formulation are checked against `native` before timing.
 """
@@ -77,6 +78,10 @@ def formulations(layer: Layer) -> dict[str, Path]:
         paths["dense"] = dense
     if groups == 1 and stride > 1 and dilation % stride == 0 and padding % stride == 0:
         paths["subsampled"] = lambda x, k: conv.subsampled_conv(x, k, stride, padding, dilation)
+    if groups > 1:
+        paths["batched"] = lambda x, k: conv.batched_group_conv(
+            x, k, stride, padding, dilation, groups
+        )
     if groups == 1 and stride == 1 and dilation > 1:
         paths["phases"] = lambda x, k: conv.space_to_batch_conv(x, k, padding, dilation)
     return paths

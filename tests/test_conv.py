@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cifar_flax.models.conv import (
+    batched_group_conv,
     block_diagonal_kernel,
     conv2d,
     native_conv,
@@ -124,6 +125,24 @@ def test_space_to_batch_conv_equals_the_dilated_conv(cin, cout, k, padding, dila
         lambda x, w: space_to_batch_conv(x, w, padding, dilation),
         lambda x, w: native_conv(x, w, 1, padding, dilation, 1),
         ((2, size, size, cin), (k, k, cin, cout)),
+        dtype,
+    )
+
+
+GROUPED = [case for case in CASES if case[2] > 1]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize(
+    ("cin", "cout", "groups", "k", "stride", "padding", "dilation", "size"), GROUPED
+)
+def test_batched_group_conv_equals_the_grouped_conv(
+    cin, cout, groups, k, stride, padding, dilation, size, dtype
+):
+    assert_same_conv(
+        lambda x, w: batched_group_conv(x, w, stride, padding, dilation, groups),
+        lambda x, w: native_conv(x, w, stride, padding, dilation, groups),
+        ((2, size, size, cin), (k, k, cin // groups, cout)),
         dtype,
     )
 
