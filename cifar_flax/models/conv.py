@@ -47,11 +47,22 @@ def native_conv(
     )
 
 
+def pad_spatially(x: jax.Array, padding: int) -> jax.Array:
+    return jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+
+
+def tap_start(index: jax.Array, size: int, dilation: int) -> tuple[int, jax.Array, jax.Array, int]:
+    """Where kernel tap `index` (row by row over the k x k taps) first reads the padded input:
+    the start of its window for `lax.dynamic_slice` in the loops over the taps below."""
+    row, column = jnp.divmod(index, size)
+    return 0, row * dilation, column * dilation, 0
+
+
 def shifted_windows(
     x: jax.Array, size: int, stride: int, padding: int, dilation: int
 ) -> list[jax.Array]:
     """The k*k strided views of the padded input that meet kernel tap (i, j), row by row."""
-    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    x = pad_spatially(x, padding)
     batch, height, width, channels = x.shape
     out_height = (height - dilation * (size - 1) - 1) // stride + 1
     out_width = (width - dilation * (size - 1) - 1) // stride + 1
@@ -145,13 +156,12 @@ def depthwise_kernel_gradient(
     window live at once (s9_inverted_residual: eight of 80 MiB, half its train step's buffers),
     where one loop fuses each window's slice into its reduction, at the same speed.
     """
-    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    x = pad_spatially(x, padding)
     batch, out_height, out_width, channels = grad.shape
     extent = (batch, (out_height - 1) * stride + 1, (out_width - 1) * stride + 1, channels)
 
     def tap(index: jax.Array) -> jax.Array:
-        row, column = jnp.divmod(index, size)
-        window = lax.dynamic_slice(x, (0, row * dilation, column * dilation, 0), extent)
+        window = lax.dynamic_slice(x, tap_start(index, size, dilation), extent)
         return jnp.sum(window[:, ::stride, ::stride] * grad, axis=(0, 1, 2))
 
     return lax.map(tap, jnp.arange(size * size))
@@ -194,15 +204,14 @@ def tapwise_conv(x: jax.Array, kernel: jax.Array, padding: int, dilation: int) -
     `TAPWISE_MIN_FEATURES`.
     """
     size, _, in_features, features = kernel.shape
-    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    x = pad_spatially(x, padding)
     batch, height, width, _ = x.shape
     span = dilation * (size - 1)
     extent = (batch, height - span, width - span, in_features)
     taps = kernel.reshape(size * size, in_features, features)
 
     def tap(y: jax.Array, index: jax.Array) -> tuple[jax.Array, None]:
-        row, column = jnp.divmod(index, size)
-        window = lax.dynamic_slice(x, (0, row * dilation, column * dilation, 0), extent)
+        window = lax.dynamic_slice(x, tap_start(index, size, dilation), extent)
         return y + jnp.dot(window.reshape(-1, in_features), taps[index]), None
 
     y = jnp.zeros((batch * extent[1] * extent[2], features), x.dtype)
@@ -223,14 +232,13 @@ def tapwise_backward(
     x, kernel = residuals
     size, _, in_features, features = kernel.shape
     height, width = x.shape[1:3]
-    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    x = pad_spatially(x, padding)
     extent = (*grad.shape[:3], in_features)
     taps = kernel.reshape(size * size, in_features, features)
     pixels = grad.reshape(-1, features)
 
     def tap(grad_x: jax.Array, index: jax.Array) -> tuple[jax.Array, jax.Array]:
-        row, column = jnp.divmod(index, size)
-        start = (0, row * dilation, column * dilation, 0)
+        start = tap_start(index, size, dilation)
         window = lax.dynamic_slice(x, start, extent).reshape(-1, in_features)
         grad_tap = jnp.dot(window.T, pixels)
         spread = jnp.dot(pixels, taps[index].T).reshape(extent)
