@@ -10,15 +10,36 @@ processes.
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 
-import albumentations as A
 import cv2
 import numpy as np
 from ml_collections import config_dict
 
 from cifar_flax.config_lib import HOLE_FILLS
+
+
+@contextlib.contextmanager
+def hidden_module(name: str) -> Iterator[None]:
+    """Make `import name` fail inside the block, unless it is imported already; importable after."""
+    if name in sys.modules:
+        yield
+        return
+    sys.modules[name] = None  # type: ignore[assignment]  # Python's mark for "not importable"
+    try:
+        yield
+    finally:
+        del sys.modules[name]
+
+
+# Albumentations imports its PyTorch transforms wherever torch is installed (Colab has it), which
+# costs ~185 MB in the trainer and in each augmentation worker, none of which uses them. Where
+# torch cannot be imported, Albumentations skips them; torch stays importable for everything else.
+with hidden_module("torch"):
+    import albumentations as A
 
 
 class LegacyShiftScaleRotate(A.ImageOnlyTransform):

@@ -7,19 +7,11 @@ hundreds of MB (docs/performance.md).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Sequence
-
-# Albumentations imports its PyTorch transforms wherever torch is installed (Colab has it):
-# ~180 MB a worker that never uses them. Marking torch unimportable in a worker makes that import
-# fail, which Albumentations expects and skips; the training process itself is left alone.
-if multiprocessing.parent_process() is not None and "torch" not in sys.modules:
-    sys.modules["torch"] = None  # type: ignore[assignment]
 
 import numpy as np
 from ml_collections import config_dict
