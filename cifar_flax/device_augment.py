@@ -70,8 +70,8 @@ def shift_scale_rotate(
     x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
 
     def tap(row_offset: int, col_offset: int) -> jax.Array:
-        rows = reflect_101(y0 + row_offset, height)
-        return image[rows, reflect_101(x0 + col_offset, width)].astype(jnp.float32)
+        source_rows = reflect_101(y0 + row_offset, height)
+        return image[source_rows, reflect_101(x0 + col_offset, width)].astype(jnp.float32)
 
     top = (1 - fx) * tap(0, 0) + fx * tap(0, 1)
     bottom = (1 - fx) * tap(1, 0) + fx * tap(1, 1)
