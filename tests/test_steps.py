@@ -169,13 +169,15 @@ EIGHT_DEVICES = textwrap.dedent(
         results.append((losses, jax.tree.map(np.subtract, changes[0], initial)))
     (one_losses, one_change), (eight_losses, eight_change) = results
     np.testing.assert_allclose(one_losses, eight_losses, rtol=1e-5)
-    # What the first step changed agrees to 1e-4 overall and to 1% in every leaf: sums over
+    # What the first step changed agrees to 1e-3 overall and to 1% in every leaf: sums over
     # 64x32x32 terms taken in another order round differently, which matters most for the
-    # BN shifts and the conv biases before BN (whose true gradient is 0). Later steps amplify
-    # it through near-constant BN channels of this random-data net (2% after three steps).
+    # BN shifts and the conv biases before BN (whose true gradient is 0): 0.7e-4 to over 1e-4
+    # overall, by jaxlib version. Later steps amplify it through near-constant BN channels of
+    # this random-data net (2% after three steps). Gradients summed over the 8 devices
+    # instead of averaged would be off by 700%.
     one, eight = jax.tree.leaves(one_change), jax.tree.leaves(eight_change)
     flat = lambda leaves: np.concatenate([leaf.ravel() for leaf in leaves])
-    assert np.linalg.norm(flat(one) - flat(eight)) <= 1e-4 * np.linalg.norm(flat(one))
+    assert np.linalg.norm(flat(one) - flat(eight)) <= 1e-3 * np.linalg.norm(flat(one))
     for a, b in zip(one, eight):
         assert np.linalg.norm(a - b) <= 0.01 * np.linalg.norm(a), (a, b)
     print("losses", one_losses, eight_losses)
