@@ -107,6 +107,12 @@ def build_train_transform(augment: config_dict.ConfigDict, mean: Sequence[float]
     transforms: list[A.BasicTransform] = []
     if augment.hflip_p:
         transforms.append(A.HorizontalFlip(p=augment.hflip_p, strict=True))
+    if augment.translate:
+        size = 32 + 2 * augment.translate  # CIFAR-10's 32x32 images, padded on each side
+        transforms += [
+            A.PadIfNeeded(size, size, border_mode=cv2.BORDER_REFLECT_101, strict=True),
+            A.RandomCrop(32, 32, strict=True),
+        ]
     ssr = augment.shift_scale_rotate
     if ssr.p:
         transforms.append(LegacyShiftScaleRotate(ssr.shift, ssr.scale, ssr.rotate, ssr.p))

@@ -1,5 +1,5 @@
 """The keys every config has, the values each key accepts, and how a config file's variant is
-picked (`--config=configs/s7.py:s7_dwsep,seed,val`).
+picked (`--config=configs/s7.py:s7_dwsep,seed,val`, `configs/s9.py:fast`).
 
 It lives in the package rather than in configs/ so that a config file loads from any working
 directory (ml_collections imports config files by path, so `configs/` is not importable).
@@ -77,6 +77,10 @@ def base_config() -> config_dict.ConfigDict:
     config.l1 = 0.0
     config.grad_clip_value = config_dict.placeholder(float)  # clip_grad_value_, before decay
     config.lr_schedule = "constant"
+    # False leaves BatchNorm's scales and shifts and every bias out of the weight decay; True
+    # decays every parameter, as PyTorch's `weight_decay` does.
+    config.decay_norm_and_bias = True
+    config.label_smoothing = 0.0  # of the training loss's targets (evaluation has none)
     # PyTorch OneCycleLR's defaults; the LR peaks at config.learning_rate.
     config.onecycle = config_dict.ConfigDict(
         dict(
@@ -94,6 +98,8 @@ def base_config() -> config_dict.ConfigDict:
     # Activations and convolutions in this dtype (one of COMPUTE_DTYPES); parameters, optimizer
     # state, BatchNorm statistics and the loss stay float32.
     config.compute_dtype = "float32"
+    # Evaluate on each image and its mirror image, with the two outputs' mean as the prediction.
+    config.eval_flip = False
 
     config.augment = augmentation()
     config.augment_workers = config_dict.placeholder(int)  # processes; None: one per CPU core
@@ -103,6 +109,7 @@ def base_config() -> config_dict.ConfigDict:
 
 def augmentation(
     hflip_p: float = 0.0,
+    translate: int = 0,
     shift: float = 0.0625,
     scale: float = 0.1,
     rotate: float = 45.0,
@@ -117,14 +124,17 @@ def augmentation(
     """The seeds' Albumentations transforms, applied in this order; p = 0 turns one off.
 
     Defaults of the shift/scale/rotate ranges are Albumentations 1.x `ShiftScaleRotate`'s, which
-    the seeds ran. `hole_fill` is "mean" (the dataset mean as uint8, the seeds' intent) or
-    "black" (what a 0-1 fill value truncated to uint8 gave in seeds 002 and 004).
+    the seeds ran. `translate` moves every image by up to that many whole pixels in x and y
+    (drawn uniformly, 0 included), the border reflected: a random crop of the image padded by
+    `translate` on each side. `hole_fill` is "mean" (the dataset mean as uint8, the seeds'
+    intent) or "black" (what a 0-1 fill value truncated to uint8 gave in seeds 002 and 004).
     """
     # ConfigDict keeps each field's first type: an int here would refuse `--config...=12.5`.
     brightness, contrast, saturation, hue = map(float, color_jitter)
     return config_dict.ConfigDict(
         dict(
             hflip_p=float(hflip_p),
+            translate=int(translate),
             shift_scale_rotate=dict(
                 shift=float(shift),
                 scale=float(scale),
@@ -153,28 +163,50 @@ def is_validation(split: str) -> bool:
     return split.startswith("train")
 
 
+def fast_recipe(config: config_dict.ConfigDict, num_epochs: int) -> config_dict.ConfigDict:
+    """`config`'s network under our recipe for time to accuracy (the `,fast` variant).
+
+    Few epochs, so augmentation light enough for them (flip and a reflect-padded translation of
+    up to 2 pixels); label smoothing 0.2; the weight decay on the kernels alone; evaluation on
+    each image and its mirror image. docs/tuning.md has the validation runs behind it.
+    """
+    config.num_epochs = num_epochs
+    config.optimizer = "sgd"
+    config.nesterov = True
+    config.momentum = 0.9
+    config.lr_schedule = "onecycle"
+    config.learning_rate = 0.1  # OneCycle's peak
+    config.weight_decay = 5e-4
+    config.decay_norm_and_bias = False
+    config.label_smoothing = 0.2
+    config.augment = augmentation(hflip_p=0.5, translate=2)
+    config.eval_flip = True
+    return config
+
+
 def select(
     arg: str | None,
     recipes: Mapping[str, tuple[Callable[[], config_dict.ConfigDict], ...]],
     default: str,
 ) -> config_dict.ConfigDict:
-    """The config that a config file's `:arg` names: `[variant][,seed][,val]`.
+    """The config that a config file's `:arg` names: `[variant][,seed|,fast][,val]`.
 
-    `recipes` maps each variant (a network) to (our recipe, its seed's own recipe); `seed`
-    picks the second; `val` trains on the first 45,000 training images and evaluates on the
-    other 5,000, so that recipes are tuned without looking at the test set.
+    `recipes` maps each variant (a network) to (our recipe, its seed's own recipe, our recipe
+    for time to accuracy); `seed` picks the second, `fast` the third; `val` trains on the first
+    45,000 training images and evaluates on the other 5,000, so that recipes are tuned without
+    looking at the test set.
     """
-    options = ("seed", "val")
+    options = ("seed", "fast", "val")
     tokens = [token for token in (arg or "").split(",") if token]
     variants = [token for token in tokens if token not in options]
     name = variants[0] if variants else default
-    if name not in recipes or len(variants) > 1:
+    if name not in recipes or len(variants) > 1 or {"seed", "fast"} <= set(tokens):
         raise ValueError(
-            f"unknown config variant {arg!r}; use [VARIANT][,seed][,val] with VARIANT one of: "
-            f"{', '.join(recipes)}"
+            f"unknown config variant {arg!r}; use [VARIANT][,seed|,fast][,val] with VARIANT one "
+            f"of: {', '.join(recipes)}"
         )
-    ours, seeds = recipes[name]
-    config = seeds() if "seed" in tokens else ours()
+    ours, seeds, fast = recipes[name]
+    config = seeds() if "seed" in tokens else fast() if "fast" in tokens else ours()
     if "val" in tokens:
         config.train_split, config.eval_split = VALIDATION_SPLITS
     return config
@@ -228,6 +260,7 @@ def validate(config: config_dict.ConfigDict) -> None:
         (0 <= config.momentum < 1, "momentum must be in [0, 1)"),
         (config.weight_decay >= 0, "weight_decay must not be negative"),
         (config.l1 >= 0, "l1 must not be negative"),
+        (0 <= config.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
         (
             config.grad_clip_value is None or config.grad_clip_value > 0,
             "grad_clip_value must be positive (or None for no clipping)",
@@ -251,6 +284,7 @@ def validate(config: config_dict.ConfigDict) -> None:
             augment.coarse_dropout.fill in HOLE_FILLS,
             f"augment.coarse_dropout.fill must be one of {', '.join(HOLE_FILLS)}",
         ),
+        (augment.translate >= 0, "augment.translate must not be negative (pixels)"),
         (
             config.augment_workers is None or config.augment_workers >= 0,
             "augment_workers must not be negative",

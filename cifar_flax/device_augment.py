@@ -2,7 +2,8 @@
 
 Each transform is the same arithmetic as the Albumentations/OpenCV code it replaces, on one
 image with its own sampled parameters, vmapped over the batch; `augment_images` applies them in
-the host path's order (HorizontalFlip, ShiftScaleRotate, CoarseDropout, ColorJitter, ToGray),
+the host path's order (HorizontalFlip, translation, ShiftScaleRotate, CoarseDropout,
+ColorJitter, ToGray),
 each to the images that drew it. Every image's randomness comes from its own key, so an image's
 result does not depend on the batch it is in. tests/test_device_augment.py holds each transform
 against the library on real CIFAR-10 images, and each sampled parameter's distribution against
@@ -37,6 +38,13 @@ def reflect_101(index: jax.Array, size: int) -> jax.Array:
     period = 2 * size - 2
     index = jnp.abs(index) % period
     return jnp.where(index >= size, period - index, index)
+
+
+def translate(image: jax.Array, top: jax.Array, left: jax.Array, pixels: int) -> jax.Array:
+    """A crop at (top, left) of the image padded by `pixels` on each side with BORDER_REFLECT_101
+    (numpy's "reflect"): the host path's PadIfNeeded then RandomCrop."""
+    padded = jnp.pad(image, ((pixels, pixels), (pixels, pixels), (0, 0)), mode="reflect")
+    return jax.lax.dynamic_slice(padded, (top, left, 0), image.shape)
 
 
 def shift_scale_rotate(
@@ -194,7 +202,7 @@ def sample_parameters(
 ) -> dict[str, jax.Array]:
     """One image's draw of every transform's parameters and of whether it applies, from the
     distributions Albumentations samples them from."""
-    names = ("flip", "ssr", "hole", "jitter", "gray")
+    names = ("flip", "ssr", "hole", "jitter", "gray", "translate")
     keys = dict(zip(names, jax.random.split(key, len(names)), strict=True))
 
     def applies(name: str, p: float) -> jax.Array:
@@ -215,6 +223,8 @@ def sample_parameters(
     corner = jax.random.randint(
         jax.random.fold_in(keys["hole"], 1), (2,), 0, jnp.asarray((height, width)) - hole.size + 1
     )
+    # RandomCrop's corner: int((padded - 32 + 1) * U[0, 1)), i.e. uniform over every position.
+    crop = jax.random.randint(keys["translate"], (2,), 0, 2 * augment.translate + 1)
     spreads = (jitter.brightness, jitter.contrast, jitter.saturation)
     factors = uniform(
         "jitter",
@@ -225,6 +235,8 @@ def sample_parameters(
     order = jax.random.permutation(jax.random.fold_in(keys["jitter"], 2), len(JITTERS))
     return {
         "flip": applies("flip", augment.hflip_p),
+        "crop_top": crop[0],
+        "crop_left": crop[1],
         "shift_scale_rotate": applies("ssr", ssr.p),
         "angle": angle,
         "scale": scale,
@@ -249,6 +261,8 @@ def augment_image(
     """One uint8 image through the config's transforms, each where its draw says it applies."""
     if augment.hflip_p:
         image = jnp.where(params["flip"], horizontal_flip(image), image)
+    if augment.translate:
+        image = translate(image, params["crop_top"], params["crop_left"], augment.translate)
     if augment.shift_scale_rotate.p:
         warped = shift_scale_rotate(
             image, params["angle"], params["scale"], params["dx"], params["dy"]

@@ -20,8 +20,7 @@ from cifar_flax.metrics import held_out_name, is_chief
 from cifar_flax.models import create_model
 from cifar_flax.steps import (
     data_sharding,
-    in_compute_dtype,
-    jit_eval_step,
+    jit_config_eval_step,
     make_mesh,
     replicated,
 )
@@ -99,14 +98,14 @@ def evaluate(config: config_dict.ConfigDict, workdir: str, which: str = "latest"
     input_pipeline.hide_gpus_from_tensorflow()
     split = input_pipeline.load_split(config.data_dir, config.eval_split, config.download)
     result = evaluate_split(
-        jit_eval_step(mesh, in_compute_dtype(model.apply, config.compute_dtype)),
+        jit_config_eval_step(mesh, model, config),
         variables,
         split,
         config.batch_size,
         config_dict.ConfigDict(meta["normalize"]),
         global_batches(data_sharding(mesh)),
     )
-    report = eval_report(result, split, meta, which, step)
+    report = eval_report(result, split, meta, which, step, config.eval_flip)
     if is_chief():
         print_report(report, split.class_names)
         workdir = pathlib.Path(workdir)
@@ -121,8 +120,9 @@ def eval_report(
     meta: dict[str, Any],
     which: str,
     step: int,
+    flip: bool = False,
 ) -> dict[str, Any]:
-    """What eval.json holds."""
+    """What eval.json holds; `flip`: each image was evaluated with its mirror image."""
     class_names = split.class_names
     classes = len(class_names)
     confusion = np.zeros((classes, classes), np.int64)
@@ -135,6 +135,7 @@ def eval_report(
         "step": step,
         "epoch": meta["epoch"],
         "steps_into_next_epoch": meta["epoch_steps"],
+        "eval_flip": flip,
         "accuracy": result.accuracy,
         "correct": result.correct,
         "count": result.count,
@@ -149,9 +150,10 @@ def print_report(report: dict[str, Any], class_names: tuple[str, ...]) -> None:
     if report["steps_into_next_epoch"]:
         where += f" + {report['steps_into_next_epoch']} steps"
     print(f"Checkpoint: {report['checkpoint']} (step {report['step']}, {where}), {report['model']}")
+    mirrored = ", each image with its mirror image" if report["eval_flip"] else ""
     print(
         f"{held_out_name(report['split']).capitalize()} accuracy: "
-        f"{100 * report['accuracy']:.2f}% ({report['correct']}/{report['count']})"
+        f"{100 * report['accuracy']:.2f}% ({report['correct']}/{report['count']}){mirrored}"
     )
     print("Per-class accuracy:")
     for name, accuracy in report["per_class_accuracy"].items():

@@ -40,6 +40,9 @@ def create_optimizer(
 ) -> optax.GradientTransformation:
     """PyTorch's order: clip_grad_value_, then coupled L2 (`weight_decay`), then SGD or Adam.
 
+    Without `decay_norm_and_bias`, the L2 applies to the weights alone: the parameters named
+    "kernel", as Flax's and the seed networks' convolutions and dense layers name theirs.
+
     The LR (and momentum, or Adam's beta1, when OneCycle cycles it) are injected hyper-parameters,
     so the optimizer state records them per step and a resumed run continues the schedule.
     """
@@ -59,8 +62,14 @@ def create_optimizer(
     if config.grad_clip_value is not None:
         chain.append(optax.clip(config.grad_clip_value))
     if config.weight_decay:
-        chain.append(optax.add_decayed_weights(config.weight_decay))
+        mask = None if config.decay_norm_and_bias else weights_only
+        chain.append(optax.add_decayed_weights(config.weight_decay, mask=mask))
     return optax.chain(*chain, optimizer)
+
+
+def weights_only(params: Any) -> Any:
+    """True for the kernels of `params`, False for BatchNorm's scales and shifts and the biases."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
 
 
 def last_learning_rate(state: TrainState) -> jax.Array:
@@ -110,12 +119,18 @@ def create_train_state(
     )
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-example softmax cross-entropy; equals NLL on the seeds' log_softmax outputs."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Per-example softmax cross-entropy; equals NLL on the seeds' log_softmax outputs. With
+    label smoothing the target puts 1 - s + s/K on the label and s/K on each other class."""
+    if not label_smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
 
 
-def train_step(state: TrainState, batch: Batch, l1: float = 0.0) -> tuple[TrainState, Metrics]:
+def train_step(
+    state: TrainState, batch: Batch, l1: float = 0.0, label_smoothing: float = 0.0
+) -> tuple[TrainState, Metrics]:
     """One SGD/Adam update on `batch`; dropout draws from (dropout_key, step)."""
     dropout_key = jax.random.fold_in(state.dropout_key, state.step)
 
@@ -127,7 +142,7 @@ def train_step(state: TrainState, batch: Batch, l1: float = 0.0) -> tuple[TrainS
             rngs={"dropout": dropout_key},
             mutable=["batch_stats"],
         )
-        loss = cross_entropy(logits, batch["label"]).mean()
+        loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
         if l1:
             loss += l1 * sum(jnp.abs(p).sum() for p in jax.tree.leaves(params))
         return loss, (logits, updates["batch_stats"])
@@ -142,9 +157,15 @@ def train_step(state: TrainState, batch: Batch, l1: float = 0.0) -> tuple[TrainS
     return state, metrics
 
 
-def eval_step(apply_fn: Callable[..., jax.Array], variables: Any, batch: Batch) -> Metrics:
-    """Loss and correct counts over the batch's real examples (`mask` marks padding out)."""
+def eval_step(
+    apply_fn: Callable[..., jax.Array], variables: Any, batch: Batch, flip: bool = False
+) -> Metrics:
+    """Loss and correct counts over the batch's real examples (`mask` marks padding out); with
+    `flip`, of the mean of the outputs for each image and its mirror image."""
     logits = apply_fn(variables, batch["image"], train=False)
+    if flip:
+        mirrored = apply_fn(variables, batch["image"][:, :, ::-1], train=False)
+        logits = (logits + mirrored) / 2
     mask = batch["mask"]
     predictions = jnp.argmax(logits, -1)
     return {
@@ -175,11 +196,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def jit_train_step(
-    mesh: Mesh, l1: float = 0.0
+    mesh: Mesh, l1: float = 0.0, label_smoothing: float = 0.0
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """`train_step` compiled for `mesh`; the old state's buffers are donated to the new one."""
     return jax.jit(
-        functools.partial(train_step, l1=l1),
+        functools.partial(train_step, l1=l1, label_smoothing=label_smoothing),
         in_shardings=(replicated(mesh), data_sharding(mesh)),
         out_shardings=(replicated(mesh), replicated(mesh)),
         donate_argnums=0,
@@ -187,11 +208,19 @@ def jit_train_step(
 
 
 def jit_eval_step(
-    mesh: Mesh, apply_fn: Callable[..., jax.Array]
+    mesh: Mesh, apply_fn: Callable[..., jax.Array], flip: bool = False
 ) -> Callable[[Any, Batch], Metrics]:
     """`eval_step` of a model (`apply_fn`) compiled for `mesh`: (variables, batch) -> metrics."""
     return jax.jit(
-        functools.partial(eval_step, apply_fn),
+        functools.partial(eval_step, apply_fn, flip=flip),
         in_shardings=(replicated(mesh), data_sharding(mesh)),
         out_shardings=replicated(mesh),
     )
+
+
+def jit_config_eval_step(
+    mesh: Mesh, model: nn.Module, config: config_dict.ConfigDict
+) -> Callable[[Any, Batch], Metrics]:
+    """The eval step of `model` as `config` evaluates: in its compute dtype, mirrored or not."""
+    apply_fn = in_compute_dtype(model.apply, config.compute_dtype)
+    return jit_eval_step(mesh, apply_fn, config.eval_flip)

@@ -28,8 +28,7 @@ from cifar_flax.steps import (
     TrainState,
     create_train_state,
     data_sharding,
-    in_compute_dtype,
-    jit_eval_step,
+    jit_config_eval_step,
     jit_train_step,
     make_mesh,
     replicated,
@@ -157,8 +156,8 @@ def prepare_run(config: config_dict.ConfigDict, model: nn.Module, mesh: jax.shar
         train_split,
         eval_split,
         steps,
-        jit_train_step(mesh, config.l1),
-        jit_eval_step(mesh, in_compute_dtype(model.apply, config.compute_dtype)),
+        jit_train_step(mesh, config.l1, config.label_smoothing),
+        jit_config_eval_step(mesh, model, config),
         global_batches(data_sharding(mesh)),
     )
 

@@ -2,6 +2,7 @@
 
     --config=configs/s6.py        our recipe: s6_grouped() below
     --config=configs/s6.py:seed   the seed's own recipe: s6_grouped_seed()
+    --config=configs/s6.py:fast   our recipe for time to accuracy: s6_grouped_fast()
     add ,val (configs/s6.py:val, configs/s6.py:seed,val) to train on train[:45000] and evaluate
     on train[45000:] (tuning)
 
@@ -10,7 +11,7 @@ docs/seeds.md tells what the seed ran and reported.
 
 from ml_collections import config_dict
 
-from cifar_flax.config_lib import augmentation, base_config, select
+from cifar_flax.config_lib import augmentation, base_config, fast_recipe, select
 
 
 def s6_grouped() -> config_dict.ConfigDict:
@@ -48,5 +49,11 @@ def s6_grouped_seed() -> config_dict.ConfigDict:
     return config
 
 
+def s6_grouped_fast() -> config_dict.ConfigDict:
+    return fast_recipe(s6_grouped(), num_epochs=3)
+
+
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:
-    return select(arg, {"s6_grouped": (s6_grouped, s6_grouped_seed)}, default="s6_grouped")
+    return select(
+        arg, {"s6_grouped": (s6_grouped, s6_grouped_seed, s6_grouped_fast)}, default="s6_grouped"
+    )

@@ -4,6 +4,7 @@
     --config=configs/s7.py:s7_dwsep            seed 000's network, 170,304 params: s7_dwsep()
     --config=configs/s7.py:s7_dilated_stride   seed 001's network, 98,180 params
     add ,seed (configs/s7.py:seed, configs/s7.py:s7_dwsep,seed) for the seed's own recipe
+    add ,fast (configs/s7.py:s7_dilated_stride,fast) for our recipe for time to accuracy
     add ,val  to train on train[:45000] and evaluate on train[45000:] (tuning)
 
 Our recipe keeps each seed's network, epochs, batch and augmentation strengths and trains with
@@ -13,7 +14,14 @@ filled with the dataset mean. docs/seeds.md tells what each seed ran and reporte
 
 from ml_collections import config_dict
 
-from cifar_flax.config_lib import CIFAR10_MEAN, CIFAR10_STD, augmentation, base_config, select
+from cifar_flax.config_lib import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    augmentation,
+    base_config,
+    fast_recipe,
+    select,
+)
 
 
 def light_augmentation() -> config_dict.ConfigDict:
@@ -67,6 +75,10 @@ def s7_lite_seed() -> config_dict.ConfigDict:
     return config
 
 
+def s7_lite_fast() -> config_dict.ConfigDict:
+    return fast_recipe(s7_lite(), num_epochs=5)
+
+
 def s7_dwsep() -> config_dict.ConfigDict:
     """Our recipe (s7_lite's optimisation) for seed 000's network: the seed's seed, epochs,
     batch, augmentation and normalisation."""
@@ -100,6 +112,10 @@ def s7_dwsep_seed() -> config_dict.ConfigDict:
     return config
 
 
+def s7_dwsep_fast() -> config_dict.ConfigDict:
+    return fast_recipe(s7_dwsep(), num_epochs=7)
+
+
 def s7_dilated_stride() -> config_dict.ConfigDict:
     """Our recipe (s7_lite's, light augmentation included) for seed 001's network: under
     Albumentations 1.x's default 45-degree rotations and a hole in every other image it
@@ -124,13 +140,21 @@ def s7_dilated_stride_seed() -> config_dict.ConfigDict:
     return config
 
 
+def s7_dilated_stride_fast() -> config_dict.ConfigDict:
+    return fast_recipe(s7_dilated_stride(), num_epochs=8)
+
+
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     return select(
         arg,
         {
-            "s7_lite": (s7_lite, s7_lite_seed),
-            "s7_dwsep": (s7_dwsep, s7_dwsep_seed),
-            "s7_dilated_stride": (s7_dilated_stride, s7_dilated_stride_seed),
+            "s7_lite": (s7_lite, s7_lite_seed, s7_lite_fast),
+            "s7_dwsep": (s7_dwsep, s7_dwsep_seed, s7_dwsep_fast),
+            "s7_dilated_stride": (
+                s7_dilated_stride,
+                s7_dilated_stride_seed,
+                s7_dilated_stride_fast,
+            ),
         },
         default="s7_lite",
     )

@@ -2,6 +2,7 @@
 
     --config=configs/s9.py        our recipe: s9_inverted_residual() below
     --config=configs/s9.py:seed   the seed's own recipe: s9_inverted_residual_seed()
+    --config=configs/s9.py:fast   our recipe for time to accuracy: s9_inverted_residual_fast()
     add ,val (configs/s9.py:val, configs/s9.py:seed,val) to train on train[:45000] and evaluate
     on train[45000:] (tuning)
 
@@ -10,7 +11,7 @@ docs/seeds.md tells what the seed ran and reported.
 
 from ml_collections import config_dict
 
-from cifar_flax.config_lib import augmentation, base_config, select
+from cifar_flax.config_lib import augmentation, base_config, fast_recipe, select
 
 
 def s9_inverted_residual() -> config_dict.ConfigDict:
@@ -46,9 +47,19 @@ def s9_inverted_residual_seed() -> config_dict.ConfigDict:
     return config
 
 
+def s9_inverted_residual_fast() -> config_dict.ConfigDict:
+    return fast_recipe(s9_inverted_residual(), num_epochs=3)
+
+
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     return select(
         arg,
-        {"s9_inverted_residual": (s9_inverted_residual, s9_inverted_residual_seed)},
+        {
+            "s9_inverted_residual": (
+                s9_inverted_residual,
+                s9_inverted_residual_seed,
+                s9_inverted_residual_fast,
+            )
+        },
         default="s9_inverted_residual",
     )

@@ -77,10 +77,15 @@ def recipe(config: dict[str, Any]) -> str:
     to = "to " if config["lr_schedule"] == "onecycle" else ""
     parts = [optimizer, f"{config['lr_schedule']} {to}{config['learning_rate']:g}"]
     if config["weight_decay"]:
-        parts.append(f"wd {config['weight_decay']:g}")
+        kernels = "" if config.get("decay_norm_and_bias", True) else " on kernels"
+        parts.append(f"wd {config['weight_decay']:g}{kernels}")
+    if config.get("label_smoothing"):
+        parts.append(f"label smoothing {config['label_smoothing']:g}")
     if config["grad_clip_value"]:
         parts.append(f"clip {config['grad_clip_value']:g}")
     parts.append(f"bs {config['batch_size']}")
+    if config.get("eval_flip"):
+        parts.append("flip at test")
     return ", ".join(parts)
 
 

@@ -137,3 +137,23 @@ def test_each_image_depends_only_on_itself_and_its_seed():
     halves = [augment_batch(transform, images[i : i + 4], seeds[i : i + 4]) for i in (0, 4)]
     np.testing.assert_array_equal(np.concatenate(halves), whole)
     np.testing.assert_array_equal(augment_batch(transform, images[5:6], seeds[5:6])[0], whole[5])
+
+
+def test_translate_is_a_whole_pixel_shift_with_the_border_reflected():
+    images = random_images(400)
+    shifted = augmented(only(translate=2), images, 3)
+    padded = [cv2.copyMakeBorder(i, 2, 2, 2, 2, cv2.BORDER_REFLECT_101) for i in images]
+    offsets = []
+    for image, result in zip(padded, shifted, strict=True):
+        (found,) = [
+            (top, left)
+            for top in range(5)
+            for left in range(5)
+            if np.array_equal(image[top : top + 32, left : left + 32], result)
+        ]
+        offsets.append(found)
+    rows, columns = np.asarray(offsets).T
+    # Each of the 5 offsets per axis, the identity included, drawn uniformly and independently.
+    for axis in (rows, columns):
+        assert np.bincount(axis, minlength=5).min() > 400 / 5 * 0.6
+    assert abs(np.corrcoef(rows, columns)[0, 1]) < 0.15

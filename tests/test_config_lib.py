@@ -37,9 +37,26 @@ def test_config_selects_its_model_and_has_the_required_keys(repo_root, spec, mod
     assert (config.train_split, config.eval_split) == ("train", "test")
 
 
-def test_unknown_variant_is_refused(repo_root):
-    with pytest.raises(ValueError, match="unknown config variant 'nope'; use"):
-        load(repo_root, "configs/s7.py:nope")
+@pytest.mark.parametrize("variant", ["nope", "seed,fast"])
+def test_unknown_variant_is_refused(repo_root, variant):
+    with pytest.raises(ValueError, match=f"unknown config variant '{variant}'; use"):
+        load(repo_root, f"configs/s7.py:{variant}")
+
+
+@pytest.mark.parametrize("spec", CONFIGS)
+def test_fast_keeps_the_network_and_changes_the_recipe(repo_root, spec):
+    ours = load(repo_root, spec)
+    fast = load(repo_root, spec + ("," if ":" in spec else ":") + "fast")
+    assert (fast.model, fast.seed, fast.batch_size, fast.normalize) == (
+        ours.model,
+        ours.seed,
+        ours.batch_size,
+        ours.normalize,
+    )
+    assert fast.num_epochs < ours.num_epochs
+    assert (fast.label_smoothing, fast.decay_norm_and_bias, fast.eval_flip) == (0.2, False, True)
+    assert (fast.augment.hflip_p, fast.augment.translate) == (0.5, 2)
+    assert not fast.augment.shift_scale_rotate.p and not fast.augment.coarse_dropout.p
 
 
 @pytest.mark.parametrize("spec", ["configs/s7.py:s7_dwsep,val", "configs/s9.py:seed,val"])

@@ -17,7 +17,7 @@ from albumentations.augmentations.pixel import functional as fpixel
 
 from cifar_flax import device_augment
 from cifar_flax.augment import LegacyShiftScaleRotate, build_train_transform, hole_fill_value
-from cifar_flax.config_lib import CIFAR10_MEAN, load_config
+from cifar_flax.config_lib import CIFAR10_MEAN, augmentation, load_config
 from tests.conftest import REPO_ROOT
 
 IMAGES = np.load(pathlib.Path(__file__).parent / "data" / "cifar10_train_64.npz")["images"]
@@ -53,6 +53,20 @@ def test_reflect_101_is_opencvs(size):
     expected = [cv2.borderInterpolate(int(i), size, cv2.BORDER_REFLECT_101) for i in indices]
     got = np.asarray(device_augment.reflect_101(jnp.asarray(indices), size))
     np.testing.assert_array_equal(got, expected)
+
+
+def test_translate_is_albumentations_pad_and_crop():
+    pad_and_crop = build_train_transform(augmentation(translate=2), CIFAR10_MEAN)
+    pad, crop = pad_and_crop.transforms
+    rng = np.random.default_rng(4)
+    top, left = rng.integers(0, 5, (2, len(IMAGES)))
+
+    def expected(image, y, x):
+        padded = pad.apply(image, **pad.get_params_dependent_on_data({"shape": image.shape}, {}))
+        return crop.apply(padded, crop_coords=(x, y, x + 32, y + 32))
+
+    got = batched(lambda image, y, x: device_augment.translate(image, y, x, 2), top, left)
+    np.testing.assert_array_equal(got, library(expected, top, left))
 
 
 def test_shift_scale_rotate_matches_opencv():
@@ -258,6 +272,22 @@ def test_hole_corners_are_drawn_as_albumentations_draws_them(device_draws):
     assert set(np.unique(device_draws["hole_top"])) == set(range(17))
 
 
+def test_translations_are_drawn_as_albumentations_draws_them():
+    augment = augmentation(translate=2)
+    keys = jax.random.split(jax.random.key(1), DRAWS)
+    draws = jax.jit(jax.vmap(lambda key: device_augment.sample_parameters(key, augment)))(keys)
+    _, crop = build_train_transform(augment, CIFAR10_MEAN).transforms
+    expected = np.asarray(
+        albumentations_draws(
+            crop,
+            lambda t: t.get_params_dependent_on_data({"shape": (36, 36, 3)}, {})["crop_coords"],
+        )
+    )
+    assert ks_distance(np.asarray(draws["crop_top"]), expected[:, 1]) <= 0.01
+    assert ks_distance(np.asarray(draws["crop_left"]), expected[:, 0]) <= 0.01
+    assert set(np.unique(np.asarray(draws["crop_top"]))) == set(range(5))
+
+
 def test_colour_jitter_parameters_are_drawn_as_albumentations_draws_them(device_draws):
     jitter = transform_of_type(A.ColorJitter)
     draws = albumentations_draws(jitter, lambda t: t.get_params())
@@ -306,16 +336,19 @@ def test_an_image_depends_only_on_itself_and_its_key():
 
 def test_the_batch_goes_through_the_transforms_it_drew():
     """augment_images is the per-transform functions applied where each draw says."""
+    augment = SEEDS_AUGMENTATION.copy_and_resolve_references()
+    augment.translate = 2  # every transform there is
     keys = jax.random.split(jax.random.key(6), len(IMAGES))
     got = np.asarray(
-        device_augment.augment_images(jnp.asarray(IMAGES), keys, SEEDS_AUGMENTATION, CIFAR10_MEAN)
+        device_augment.augment_images(jnp.asarray(IMAGES), keys, augment, CIFAR10_MEAN)
     )
     colour = hole_fill_value("mean", CIFAR10_MEAN)
     for image, key, result in zip(IMAGES[:16], keys, got, strict=False):
-        p = device_augment.sample_parameters(key, SEEDS_AUGMENTATION)
+        p = device_augment.sample_parameters(key, augment)
         expected = jnp.asarray(image)
         if p["flip"]:
             expected = device_augment.horizontal_flip(expected)
+        expected = device_augment.translate(expected, p["crop_top"], p["crop_left"], 2)
         if p["shift_scale_rotate"]:
             expected = device_augment.shift_scale_rotate(
                 expected, p["angle"], p["scale"], p["dx"], p["dy"]

@@ -17,6 +17,7 @@ from cifar_flax.models.layers import ConvBlock, GlobalAvgPool
 from cifar_flax.steps import (
     create_optimizer,
     create_train_state,
+    cross_entropy,
     eval_step,
     jit_train_step,
     make_mesh,
@@ -243,3 +244,59 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_the_state_float32(small_state):
         ours = jax.tree.map(lambda a: (a.shape, a.dtype), getattr(state, tree))
         theirs = jax.tree.map(lambda a: (a.shape, a.dtype), getattr(float32_state, tree))
         assert ours == theirs
+
+
+def test_the_weight_decay_spares_norms_and_biases_where_asked(small_state):
+    _, state = small_state
+    params = jax.tree.map(lambda leaf: leaf + 1.0, state.params)  # no zero to hide a decay
+    zero = jax.tree.map(jnp.zeros_like, params)
+    for decay_all in (True, False):
+        c = config(learning_rate=0.1, weight_decay=0.01, decay_norm_and_bias=decay_all)
+        optimizer = create_optimizer(c, steps_per_epoch=10)
+        updates, _ = optimizer.update(zero, optimizer.init(params), params)
+        moved = {
+            jax.tree_util.keystr(path): bool(jnp.any(leaf != 0))
+            for path, leaf in jax.tree_util.tree_leaves_with_path(updates)
+        }
+        kernels = [path for path in moved if path.endswith("['kernel']")]
+        others = [path for path in moved if not path.endswith("['kernel']")]
+        assert kernels and others  # convs and dense kernels; BatchNorm scales, shifts, biases
+        assert all(moved[path] for path in kernels)
+        assert all(moved[path] == decay_all for path in others), moved
+
+
+def test_label_smoothing_mixes_the_target_with_the_uniform_distribution(small_state):
+    logits = jax.random.normal(jax.random.key(0), (6, 10))
+    labels = jnp.arange(6)
+    log_probs = jax.nn.log_softmax(logits)
+    nll = -log_probs[jnp.arange(6), labels]
+    expected = 0.8 * nll + 0.2 * -log_probs.mean(-1)  # 1 - s + s/K on the label, s/K elsewhere
+    np.testing.assert_allclose(cross_entropy(logits, labels, 0.2), expected, rtol=1e-5)
+    # ... and the train step minimises it, on the forward pass its dropout key gives.
+    _, state = small_state
+    batch = random_batch()
+    _, metrics = jit_train_step(make_mesh(), label_smoothing=0.2)(
+        jax.tree.map(jnp.copy, state), batch
+    )
+    outputs, _ = state.apply_fn(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        batch["image"],
+        train=True,
+        rngs={"dropout": jax.random.fold_in(state.dropout_key, state.step)},
+        mutable=["batch_stats"],
+    )
+    smoothed = cross_entropy(outputs, batch["label"], 0.2).mean()
+    assert float(metrics["loss"]) == pytest.approx(float(smoothed), rel=1e-5)
+
+
+def test_flip_evaluation_averages_each_image_with_its_mirror(small_state):
+    model, state = small_state
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    batch = with_mask(random_batch(8), 8)
+    both = eval_step(model.apply, variables, batch, flip=True)
+    logits = model.apply(variables, batch["image"], train=False)
+    mirrored = model.apply(variables, batch["image"][:, :, ::-1], train=False)
+    expected = np.argmax(np.asarray(logits + mirrored), -1)
+    np.testing.assert_array_equal(both["predictions"], expected)
+    plain = eval_step(model.apply, variables, batch)
+    assert not np.array_equal(plain["loss_sum"], both["loss_sum"])
