@@ -6,9 +6,10 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Iterable
 
+import numpy as np
 from ml_collections import config_dict
 
-from cifar_flax import input_pipeline, plots
+from cifar_flax import device_augment, input_pipeline, plots
 from cifar_flax.augment import image_seeds
 
 SAMPLE_GRID = "augmented_samples.png"
@@ -31,15 +32,25 @@ def describe_data(config: config_dict.ConfigDict, workdir: pathlib.Path) -> None
     mean, std = input_pipeline.channel_stats(train)
     print(f"Train mean: ({join(mean)}) std: ({join(std)})")
     count = min(SAMPLES_SHOWN, len(train))
-    augmenter = input_pipeline.Augmenter(config.augment, config.normalize.mean)
-    samples = augmenter(train.images[:count], image_seeds(count, config.seed))
+    samples, place = augmented_samples(config, train.images[:count])
     path = plots.save_image_grid(
         samples,
         [train.class_names[label] for label in train.labels[:count]],
         workdir / SAMPLE_GRID,
-        suptitle=f"{config.model}: augmented training samples ({train.name})",
+        suptitle=f"{config.model}: training samples augmented on the {place} ({train.name})",
     )
     print(f"Wrote {path}")
+
+
+def augmented_samples(config: config_dict.ConfigDict, images: np.ndarray) -> tuple[np.ndarray, str]:
+    """`images` through the training augmentation, where `config.augment_on` puts it."""
+    augment, mean = config.augment, config.normalize.mean
+    if device_augment.on_device(config.augment_on):
+        keys = device_augment.image_keys(config.seed, 0, 0, len(images))
+        return np.asarray(device_augment.augment_images(images, keys, augment, mean)), "devices"
+    return input_pipeline.Augmenter(augment, mean)(
+        images, image_seeds(len(images), config.seed)
+    ), "host"
 
 
 def join(values: Iterable[float]) -> str:

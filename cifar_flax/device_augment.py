@@ -13,6 +13,7 @@ Albumentations' own sampling.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -284,6 +285,20 @@ def augment_image(
     if augment.to_gray_p:
         image = jnp.where(params["to_gray"], to_gray(image), image)
     return image
+
+
+def on_device(augment_on: str) -> bool:
+    """Whether `augment_on` ("host", "device" or "auto") puts the augmentation on the devices:
+    "auto" does where JAX computes on a GPU or TPU, whose step the host could not feed."""
+    if augment_on == "auto":
+        return jax.default_backend() != "cpu"
+    return augment_on == "device"
+
+
+def image_keys(seed: int, epoch: Any, step: Any, count: int) -> jax.Array:
+    """One key per position of the global batch `step` of epoch `epoch` of run `seed`."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), step)
+    return jax.vmap(lambda position: jax.random.fold_in(key, position))(jnp.arange(count))
 
 
 def augment_images(

@@ -16,10 +16,10 @@ import numpy as np
 from ml_collections import config_dict
 from tqdm import tqdm
 
-from cifar_flax import checkpoints, input_pipeline, metrics
+from cifar_flax import batch_source, checkpoints, device_augment, input_pipeline, metrics
 from cifar_flax import workdir as workdirs
 from cifar_flax.config_lib import describe, validate
-from cifar_flax.distributed import check_devices, global_batches, process_shard
+from cifar_flax.distributed import check_devices, global_batches
 from cifar_flax.errors import NonFiniteLossError
 from cifar_flax.evaluation import EvalResult, evaluate_split
 from cifar_flax.models import create_model
@@ -58,10 +58,11 @@ class Run:
 
 @dataclasses.dataclass(frozen=True)
 class Loop:
-    """Where the epochs of one call report to: stop requests, augmentation, checkpoints, log."""
+    """What the epochs of one call draw on and report to: stop requests, batches, checkpoints,
+    log."""
 
     stop: StopSignals
-    augment: input_pipeline.Augmenter
+    batches: batch_source.Batches
     manager: Any
     log: metrics.MetricsLog
 
@@ -84,9 +85,7 @@ def train_epoch(
 ) -> tuple[TrainState, checkpoints.Progress, float | None]:
     """Train the rest of epoch `epoch` after `done`, until it ends or a stop is asked for;
     return the new state, the epoch's progress and the last step's learning rate."""
-    batches = input_pipeline.train_batches(
-        run.train_split, run.config, epoch - 1, loop.augment, done.steps, process_shard()
-    )
+    batches = loop.batches(epoch - 1, done.steps)
     losses, corrects, learning_rate = [], [], None
     first_step = int(state.step)
     show_bar = sys.stderr.isatty() and metrics.is_chief()
@@ -98,7 +97,7 @@ def train_epoch(
         disable=not show_bar,
     ) as bar:
         for index, batch in enumerate(batches):
-            state, step_metrics = run.train_step(state, run.to_global(batch))
+            state, step_metrics = run.train_step(state, batch)
             losses.append(step_metrics["loss"])
             corrects.append(step_metrics["correct"])
             learning_rate = step_metrics["learning_rate"]
@@ -196,15 +195,15 @@ def train_and_evaluate(config: config_dict.ConfigDict, workdir: str) -> dict[str
     try:
         state, epochs_done, progress = initial_state(run, manager, path, mesh)
         if metrics.is_chief():
-            print(describe(config), flush=True)
+            place = "devices" if device_augment.on_device(config.augment_on) else "host"
+            print(describe(config), f"Augmentation on the {place}.", sep="\n", flush=True)
             workdirs.write_config(path, config)
         log = metrics.MetricsLog(path, epochs_done, config.eval_split)
-        workers = input_pipeline.augment_workers(config.augment_workers)
         with (
-            input_pipeline.Augmenter(config.augment, config.normalize.mean, workers) as augment,
+            batch_source.open_batches(config, run.train_split, mesh) as batches,
             StopSignals() as stop,
         ):
-            loop = Loop(stop, augment, manager, log)
+            loop = Loop(stop, batches, manager, log)
             epoch, record = epochs_done, {}
             while epoch < config.num_epochs and not stop.requested():
                 epoch += 1

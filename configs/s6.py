@@ -50,7 +50,7 @@ def s6_grouped_seed() -> config_dict.ConfigDict:
 
 
 def s6_grouped_fast() -> config_dict.ConfigDict:
-    return fast_recipe(s6_grouped(), num_epochs=3)
+    return fast_recipe(s6_grouped(), num_epochs=1)
 
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:

@@ -113,7 +113,7 @@ def s7_dwsep_seed() -> config_dict.ConfigDict:
 
 
 def s7_dwsep_fast() -> config_dict.ConfigDict:
-    return fast_recipe(s7_dwsep(), num_epochs=7)
+    return fast_recipe(s7_dwsep(), num_epochs=6)
 
 
 def s7_dilated_stride() -> config_dict.ConfigDict:

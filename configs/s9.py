@@ -48,7 +48,7 @@ def s9_inverted_residual_seed() -> config_dict.ConfigDict:
 
 
 def s9_inverted_residual_fast() -> config_dict.ConfigDict:
-    return fast_recipe(s9_inverted_residual(), num_epochs=3)
+    return fast_recipe(s9_inverted_residual(), num_epochs=2)
 
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:

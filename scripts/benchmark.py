@@ -6,12 +6,17 @@ r"""Steady-state throughput of the training step, the eval step and the input pi
 For each network and batch size it prints one line:
 
     NAME batch=B train_img_per_s=... eval_img_per_s=... input_img_per_s=...
+        [host_end_to_end_img_per_s=... device_end_to_end_img_per_s=...]
         [torch_img_per_s=... ratio=...]
 
 Steps run on one fixed synthetic batch (the same for JAX and PyTorch), after compilation and
 warm-up; each figure is the median of --repeats timings of --steps steps. The input pipeline is
 timed on real data (a --input_images slice of --data_dir) with the augmentation of the config
 that trains the network, over one epoch after a warm-up epoch (worker start-up excluded).
+`--end_to_end` times training fed by each `augment_on` (host: tf.data with Albumentations in
+worker processes; device: the split resident on the device, augmented there): --steps steps
+of real images from a --steps x batch split, the step and its input together, after a warm-up
+epoch of the same steps; `train_img_per_s` beside them is the bare step's rate.
 `ratio` = JAX train / PyTorch train, the PyTorch original (--torch_seeds, the seeds' torch_seeds.py,
 channels_last, SGD momentum, cross-entropy) measured in the same run on the same kind of device,
 in the same precision: with --compute_dtype=bfloat16, under `torch.autocast(dtype=bfloat16)`.
@@ -63,6 +68,11 @@ _TORCH_SEEDS = flags.DEFINE_string(
     "torch_seeds", str(SHARED / "reference" / "torch_seeds.py"), "The PyTorch seed networks."
 )
 _WORKERS = flags.DEFINE_integer("augment_workers", None, "Augmentation processes (default: auto).")
+_END_TO_END = flags.DEFINE_list(
+    "end_to_end",
+    ["host", "device"],
+    "Time training fed by these augment_on places (host, device; none: --end_to_end=).",
+)
 
 
 def median_rate(run_steps: Callable[[], None], images: int, repeats: int) -> float:
@@ -173,6 +183,40 @@ def input_rate(name: str, batch_size: int, images: int, workers: int | None) -> 
     return count / (time.perf_counter() - started)
 
 
+def end_to_end_rate(name: str, batch_size: int, steps: int, augment_on: str) -> float:
+    """Training images per second of network `name` fed by the batches of `augment_on`, over an
+    epoch of `steps` steps after a warm-up epoch (compilation, worker start-up)."""
+    from cifar_flax import batch_source, input_pipeline
+
+    config = training_config(name)
+    config.batch_size, config.augment_on, config.augment_workers = (
+        batch_size,
+        augment_on,
+        _WORKERS.value,
+    )
+    split = input_pipeline.load_split(
+        _DATA_DIR.value, f"train[:{steps * batch_size}]", download=False
+    )
+    mesh = make_mesh(jax.devices()[:1])
+    model = create_model(name)
+    state = jax.device_put(
+        create_train_state(model, config, steps_per_epoch=steps), replicated(mesh)
+    )
+    train_step = jit_train_step(mesh)
+    with batch_source.open_batches(config, split, mesh) as batches:
+
+        def epoch(index: int) -> None:
+            nonlocal state
+            for batch in batches(index, 0):
+                state, metrics = train_step(state, batch)
+            jax.block_until_ready(metrics)
+
+        epoch(0)
+        started = time.perf_counter()
+        epoch(1)
+    return steps * batch_size / (time.perf_counter() - started)
+
+
 def training_config(name: str) -> config_dict.ConfigDict:
     """Our recipe for network `name`: the config file in configs/ with a variant of that name."""
     for path in sorted((REPO_ROOT / "configs").glob("*.py")):
@@ -203,8 +247,11 @@ def main(argv: list[str]) -> None:
         batch_sizes = [int(size) for size in _BATCH_SIZES.value]
     except ValueError:
         sys.exit(f"error: --batch_size takes integers, e.g. 128,512, not {_BATCH_SIZES.value}")
+    places = [place for place in _END_TO_END.value if place not in ("host", "device")]
+    if places:
+        sys.exit(f"error: --end_to_end takes host, device or both, not {', '.join(places)}")
     print(f"{describe_machine()}; compute_dtype={_COMPUTE_DTYPE.value}", flush=True)
-    if _INPUT.value:
+    if _INPUT.value or _END_TO_END.value:
         from cifar_flax import input_pipeline
 
         input_pipeline.hide_gpus_from_tensorflow()
@@ -216,6 +263,9 @@ def main(argv: list[str]) -> None:
             if _INPUT.value:
                 rate = input_rate(name, batch_size, _INPUT_IMAGES.value, _WORKERS.value)
                 fields.append(f"input_img_per_s={rate:.0f}")
+            for place in _END_TO_END.value:
+                rate = end_to_end_rate(name, batch_size, _STEPS.value, place)
+                fields.append(f"{place}_end_to_end_img_per_s={rate:.0f}")
             if _TORCH.value:
                 torch = torch_rate(name, batch_size, _STEPS.value, _REPEATS.value, dtype)
                 fields += [f"torch_img_per_s={torch:.0f}", f"ratio={train / torch:.2f}"]

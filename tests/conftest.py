@@ -70,6 +70,21 @@ def repo_root() -> pathlib.Path:
     return REPO_ROOT
 
 
+def on_eight_cpu_devices(code: str) -> subprocess.CompletedProcess:
+    """Run Python `code` in a process whose JAX has 8 CPU devices; a failure shows its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env={**with_xla_flags("--xla_force_host_platform_device_count=8"), "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def cli(repo_root, *args, env=None):
     """`python -m cifar_flax.main ARGS` run from `repo_root`, its output captured."""
     return subprocess.run(

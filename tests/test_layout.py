@@ -18,7 +18,7 @@ LAYERS = [
     ("config_lib",),
     ("augment", "device_augment", "augment_worker", "input_pipeline", "data_report"),
     ("models.conv", "models.layers", "models.external", "models.nets", "models", "summary"),
-    ("schedules", "steps", "distributed"),
+    ("schedules", "steps", "distributed", "batch_source"),
     ("checkpoints", "metrics", "workdir", "preemption"),
     ("evaluation",),
     ("train",),

@@ -1,8 +1,6 @@
 """Optimizer wiring (PyTorch semantics), the train/eval steps, and 8 devices = 1 device."""
 
 import functools
-import subprocess
-import sys
 import textwrap
 
 import flax.linen as nn
@@ -22,7 +20,7 @@ from cifar_flax.steps import (
     jit_train_step,
     make_mesh,
 )
-from tests.conftest import REPO_ROOT, e2e, with_xla_flags
+from tests.conftest import e2e, on_eight_cpu_devices
 
 PARAMS = {"w": jnp.array([1.0, -2.0, 3.0])}
 GRADS = {"w": jnp.array([0.5, -0.05, 0.2])}
@@ -188,17 +186,7 @@ EIGHT_DEVICES = textwrap.dedent(
 
 @e2e
 def test_eight_cpu_devices_match_one():
-    result = subprocess.run(
-        [sys.executable, "-c", EIGHT_DEVICES],
-        cwd=REPO_ROOT,
-        env={**with_xla_flags("--xla_force_host_platform_device_count=8"), "JAX_PLATFORMS": "cpu"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "losses" in result.stdout
+    assert "losses" in on_eight_cpu_devices(EIGHT_DEVICES).stdout
 
 
 def test_l1_penalty_is_added_to_the_loss(small_state):

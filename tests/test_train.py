@@ -218,3 +218,31 @@ def test_a_users_own_network_trains_resumes_and_evaluates_from_anywhere(tmp_path
     report = evaluation.evaluate(make_config(), str(tmp_path / "run"), which="latest")
     assert report["model"] == f"{tmp_path / 'nets' / 'mine.py'}:Net"
     assert report["correct"] == record["eval_correct"]
+
+
+def test_augmenting_on_the_devices_a_run_stopped_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
+    on_devices = dict(augment_on="device")
+    uninterrupted = train.train_and_evaluate(make_config(**on_devices), str(tmp_path / "whole"))
+    real_jit_train_step = train.jit_train_step
+
+    def signal_at_step_11(*args, **kwargs):  # epoch 2's third step
+        step = real_jit_train_step(*args, **kwargs)
+
+        def counted(state, batch):
+            if int(state.step) == 10:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return step(state, batch)
+
+        return counted
+
+    monkeypatch.setattr(train, "jit_train_step", signal_at_step_11)
+    with pytest.raises(RunInterruptedError, match="step 11 "):
+        train.train_and_evaluate(make_config(**on_devices), str(tmp_path / "stopped"))
+    monkeypatch.setattr(train, "jit_train_step", real_jit_train_step)
+    resumed = train.train_and_evaluate(make_config(**on_devices), str(tmp_path / "stopped"))
+    timing = ("epoch_seconds", "train_images_per_second")
+    assert resumed == {**uninterrupted, **{key: resumed[key] for key in timing}}
+    whole, stopped = records(tmp_path / "whole"), records(tmp_path / "stopped")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in stopped] == [
+        {k: v for k, v in r.items() if k not in timing} for r in whole
+    ]

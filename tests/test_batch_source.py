@@ -1,0 +1,124 @@
+"""The training batches on the devices: what they depend on, their order, their transforms, no
+images crossing from the host a step, and the same batches over 1 device and 8."""
+
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cifar_flax import batch_source, device_augment, input_pipeline
+from cifar_flax.steps import make_mesh
+from tests.conftest import e2e, make_config, on_eight_cpu_devices
+
+BATCH = 16
+STEPS = 4
+
+
+def config():
+    # seed 003's recipe: every transform of the host path
+    return make_config(augment_on="device", batch_size=BATCH)
+
+
+def split(count=BATCH * STEPS, seed=0):
+    rng = np.random.default_rng(seed)
+    return input_pipeline.Split(
+        "synthetic",
+        rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8),
+        rng.integers(0, 10, count).astype(np.int32),
+        tuple(map(str, range(10))),
+    )
+
+
+@pytest.fixture(scope="module")
+def epoch_batches():
+    """(config, split, mesh, make_batch, a function epoch, start -> that epoch's numpy batches)"""
+    c, host, mesh = config(), split(), make_mesh()
+    on_devices, make_batch = batch_source.put_split(host, mesh), batch_source.batch_maker(c, mesh)
+
+    def batches(epoch, start=0):
+        return [
+            jax.tree.map(np.asarray, batch)
+            for batch in batch_source.device_batches(on_devices, c, mesh, make_batch, epoch, start)
+        ]
+
+    return c, host, mesh, make_batch, on_devices, batches
+
+
+def test_a_batch_depends_only_on_seed_epoch_and_step(epoch_batches):
+    *_, batches = epoch_batches
+    whole = batches(epoch=1)
+    assert len(whole) == STEPS
+    resumed = batches(epoch=1, start=2)  # a run resumed after two steps of the epoch
+    for a, b in zip(whole[2:], resumed, strict=True):
+        np.testing.assert_array_equal(a["image"], b["image"])
+    other_epoch = batches(epoch=2)
+    assert not np.array_equal(whole[0]["image"], other_epoch[0]["image"])
+
+
+def test_images_come_in_the_host_paths_order(epoch_batches):
+    c, host, *_, batches = epoch_batches
+    order = input_pipeline.epoch_order(len(host), c.seed, 3)
+    for step, batch in enumerate(batches(epoch=3)):
+        chosen = order[step * BATCH : (step + 1) * BATCH]
+        np.testing.assert_array_equal(batch["label"], host.labels[chosen])
+
+
+def test_each_image_goes_through_the_configs_transforms_with_its_own_key(epoch_batches):
+    c, host, *_, batches = epoch_batches
+    step = 1
+    chosen = input_pipeline.epoch_order(len(host), c.seed, 0)[step * BATCH : (step + 1) * BATCH]
+    keys = device_augment.image_keys(c.seed, 0, step, BATCH)
+    augmented = device_augment.augment_images(
+        jnp.asarray(host.images[chosen]), keys, c.augment, c.normalize.mean
+    )
+    expected = device_augment.normalize(augmented, c.normalize.mean, c.normalize.std)
+    np.testing.assert_allclose(batches(epoch=0)[step]["image"], expected, atol=1e-6)
+    assert not np.allclose(
+        expected, device_augment.normalize(host.images[chosen], c.normalize.mean, c.normalize.std)
+    )
+
+
+def test_no_data_crosses_from_the_host_after_an_epochs_first_batch(epoch_batches):
+    c, _, mesh, make_batch, on_devices, _ = epoch_batches
+    batches = batch_source.device_batches(on_devices, c, mesh, make_batch, epoch=0)
+    next(batches)  # the epoch's order and first step are sent here
+    with jax.transfer_guard_host_to_device("disallow_explicit"):
+        rest = list(batches)
+    assert len(rest) == STEPS - 1
+
+
+def test_auto_augments_on_the_devices_only_off_the_cpu():
+    assert jax.default_backend() == "cpu"
+    assert not device_augment.on_device("auto")
+    assert device_augment.on_device("device") and not device_augment.on_device("host")
+
+
+EIGHT_DEVICES = textwrap.dedent(
+    """
+    import jax, numpy as np
+    from cifar_flax import batch_source
+    from cifar_flax.steps import make_mesh
+    from tests.test_batch_source import config, split
+    assert jax.device_count() == 8
+    c, host = config(), split()
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = make_mesh(devices)
+        on_devices = batch_source.put_split(host, mesh)
+        make_batch = batch_source.batch_maker(c, mesh)
+        batches = batch_source.device_batches(on_devices, c, mesh, make_batch, epoch=1)
+        batch = list(batches)[-1]
+        assert len(batch["image"].sharding.device_set) == len(devices)
+        results.append(jax.tree.map(np.asarray, batch))
+    np.testing.assert_array_equal(results[0]["label"], results[1]["label"])
+    np.testing.assert_array_equal(results[0]["image"], results[1]["image"])
+    print("same batches")
+    """
+)
+
+
+@e2e
+def test_eight_cpu_devices_make_the_batches_one_makes():
+    assert "same batches" in on_eight_cpu_devices(EIGHT_DEVICES).stdout
