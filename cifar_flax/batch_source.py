@@ -4,12 +4,11 @@ with Albumentations in worker processes, `input_pipeline`) or the devices ("devi
 On the devices, the host sends the decoded split once, replicated on every device, then one
 small array an epoch (the order in which the epoch visits the images: the host path's own
 `epoch_order`) and the epoch's first step; nothing a step. Each step gathers its images,
-augments them with
-`device_augment` and normalises them in one jitted function whose output is the global
-batch, split over the devices as the host path's batches are, so each device computes its own
-rows, and the next step number.
-Every image draws from a key of (seed, epoch, step, position in the global batch): a batch
-depends only on those, as on the host, and a run resumed mid-epoch sees the same batches.
+augments them with `device_augment` and normalises them in one jitted function whose outputs
+are the global batch, split over the devices as the host path's batches are (each device
+computes its own rows), and the next step number. Every image draws from a key of (seed,
+epoch, step, position in the global batch): a batch depends only on those, as on the host,
+and a run resumed mid-epoch sees the same batches.
 """
 
 from __future__ import annotations

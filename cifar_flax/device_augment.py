@@ -3,11 +3,10 @@
 Each transform is the same arithmetic as the Albumentations/OpenCV code it replaces, on one
 image with its own sampled parameters, vmapped over the batch; `augment_images` applies them in
 the host path's order (HorizontalFlip, translation, ShiftScaleRotate, CoarseDropout,
-ColorJitter, ToGray),
-each to the images that drew it. Every image's randomness comes from its own key, so an image's
-result does not depend on the batch it is in. tests/test_device_augment.py holds each transform
-against the library on real CIFAR-10 images, and each sampled parameter's distribution against
-Albumentations' own sampling.
+ColorJitter, ToGray), each to the images that drew it. Every image's randomness comes from its
+own key, so an image's result does not depend on the batch it is in.
+tests/test_device_augment.py holds each transform against the library on real CIFAR-10 images,
+and each sampled parameter's distribution against Albumentations' own sampling.
 """
 
 from __future__ import annotations
