@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from ml_collections import config_dict
 
-from cifar_flax.config_lib import HOLE_FILLS
+from cifar_flax.config_lib import hole_fill_value
 
 
 @contextlib.contextmanager
@@ -86,19 +86,6 @@ class LegacyShiftScaleRotate(A.ImageOnlyTransform):
         return ("shift", "scale", "rotate")
 
 
-def hole_fill_value(fill: str, mean: Sequence[float]) -> tuple[int, int, int]:
-    """The uint8 colour of a CoarseDropout hole.
-
-    "mean": the dataset mean, mean * 255 truncated as 1.x wrote it into the uint8 image.
-    "black": what seeds 002 and 004 got by passing a 0-1 mean to a uint8 image (truncated to 0).
-    """
-    if fill == "mean":
-        return tuple(int(channel * 255) for channel in mean)
-    if fill == "black":
-        return (0, 0, 0)
-    raise ValueError(f"hole fill {fill!r} is not one of {HOLE_FILLS}")
-
-
 def build_train_transform(augment: config_dict.ConfigDict, mean: Sequence[float]) -> A.Compose:
     """The random part of a seed's training augmentation, in the seeds' order.
 
@@ -143,11 +130,6 @@ def build_train_transform(augment: config_dict.ConfigDict, mean: Sequence[float]
     if augment.to_gray_p:
         transforms.append(A.ToGray(p=augment.to_gray_p, strict=True))
     return A.Compose(transforms, strict=True)
-
-
-def image_seeds(count: int, *entropy: int) -> np.ndarray:
-    """`count` 32-bit seeds drawn from the given integers (e.g. run seed, epoch, batch index)."""
-    return np.random.SeedSequence(list(entropy)).generate_state(count)
 
 
 def augment_batch(transform: A.Compose, images: np.ndarray, seeds: Sequence[int]) -> np.ndarray:

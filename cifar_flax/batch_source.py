@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh
 from ml_collections import config_dict
 
-from cifar_flax import device_augment, input_pipeline
+from cifar_flax import device_augment, splits
 from cifar_flax.distributed import global_batches, process_shard
 from cifar_flax.steps import data_sharding, replicated
 
@@ -49,7 +49,7 @@ def replicate(mesh: Mesh, value: Any) -> jax.Array:
     return jax.make_array_from_callback(value.shape, replicated(mesh), lambda index: value[index])
 
 
-def put_split(split: input_pipeline.Split, mesh: Mesh) -> DeviceSplit:
+def put_split(split: splits.Split, mesh: Mesh) -> DeviceSplit:
     return DeviceSplit(replicate(mesh, split.images), replicate(mesh, split.labels))
 
 
@@ -90,7 +90,7 @@ def device_batches(
 ) -> Iterator[Batch]:
     """Epoch `epoch`'s global batches from step `start_step` on, in the host path's order of
     images; the last partial batch is dropped, as there."""
-    order = replicate(mesh, input_pipeline.epoch_order(len(split), config.seed, epoch))
+    order = replicate(mesh, splits.epoch_order(len(split), config.seed, epoch))
     epoch_number, step = replicate(mesh, np.int32(epoch)), replicate(mesh, np.int32(start_step))
     for _ in range(start_step, len(split) // config.batch_size):
         batch, step = make_batch(split.images, split.labels, order, epoch_number, step)
@@ -99,7 +99,7 @@ def device_batches(
 
 @contextlib.contextmanager
 def open_batches(
-    config: config_dict.ConfigDict, split: input_pipeline.Split, mesh: Mesh
+    config: config_dict.ConfigDict, split: splits.Split, mesh: Mesh
 ) -> Iterator[Batches]:
     """The run's batches, augmented where `config.augment_on` says; on the host, the
     augmentation workers run until the block ends."""
@@ -109,6 +109,9 @@ def open_batches(
             on_devices, config, mesh, make_batch, epoch, start
         )
         return
+    # TensorFlow and Albumentations: only the host path needs them.
+    from cifar_flax import input_pipeline
+
     workers = input_pipeline.augment_workers(config.augment_workers)
     to_global = global_batches(data_sharding(mesh))
     with input_pipeline.Augmenter(config.augment, config.normalize.mean, workers) as augmenter:

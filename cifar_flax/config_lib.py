@@ -12,7 +12,7 @@ import json
 import pathlib
 import sys
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ml_collections import config_dict
@@ -23,13 +23,26 @@ from cifar_flax.errors import CifarFlaxError
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "step", "onecycle")
 ONECYCLE_ANNEALS = ("cos", "linear")
-HOLE_FILLS = ("mean", "black")  # augment.coarse_dropout.fill, see cifar_flax.augment
+HOLE_FILLS = ("mean", "black")  # augment.coarse_dropout.fill, see hole_fill_value
 COMPUTE_DTYPES = ("float32", "bfloat16")  # see cifar_flax.steps.in_compute_dtype
 AUGMENT_PLACES = ("auto", "host", "device")  # see cifar_flax.device_augment.on_device
 
 # CIFAR-10 training-set statistics (0-1 scale; `--mode=data` prints them).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def hole_fill_value(fill: str, mean: Sequence[float]) -> tuple[int, int, int]:
+    """The uint8 colour of a CoarseDropout hole (on the host and on the devices).
+
+    "mean": the dataset mean, mean * 255 truncated as 1.x wrote it into the uint8 image.
+    "black": what seeds 002 and 004 got by passing a 0-1 mean to a uint8 image (truncated to 0).
+    """
+    if fill == "mean":
+        return tuple(int(channel * 255) for channel in mean)
+    if fill == "black":
+        return (0, 0, 0)
+    raise ValueError(f"hole fill {fill!r} is not one of {HOLE_FILLS}")
 
 
 def import_file(

@@ -10,7 +10,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from cifar_flax import device_augment, input_pipeline, plots
-from cifar_flax.augment import image_seeds
+from cifar_flax.splits import image_seeds
 
 SAMPLE_GRID = "augmented_samples.png"
 SAMPLES_SHOWN = 32
@@ -32,25 +32,26 @@ def describe_data(config: config_dict.ConfigDict, workdir: pathlib.Path) -> None
     mean, std = input_pipeline.channel_stats(train)
     print(f"Train mean: ({join(mean)}) std: ({join(std)})")
     count = min(SAMPLES_SHOWN, len(train))
-    samples, place = augmented_samples(config, train.images[:count])
+    samples = augmented_samples(config, train.images[:count])
     path = plots.save_image_grid(
         samples,
         [train.class_names[label] for label in train.labels[:count]],
         workdir / SAMPLE_GRID,
-        suptitle=f"{config.model}: training samples augmented on the {place} ({train.name})",
+        suptitle=(
+            f"{config.model}: training samples augmented on the "
+            f"{device_augment.place(config.augment_on)} ({train.name})"
+        ),
     )
     print(f"Wrote {path}")
 
 
-def augmented_samples(config: config_dict.ConfigDict, images: np.ndarray) -> tuple[np.ndarray, str]:
+def augmented_samples(config: config_dict.ConfigDict, images: np.ndarray) -> np.ndarray:
     """`images` through the training augmentation, where `config.augment_on` puts it."""
     augment, mean = config.augment, config.normalize.mean
     if device_augment.on_device(config.augment_on):
         keys = device_augment.image_keys(config.seed, 0, 0, len(images))
-        return np.asarray(device_augment.augment_images(images, keys, augment, mean)), "devices"
-    return input_pipeline.Augmenter(augment, mean)(
-        images, image_seeds(len(images), config.seed)
-    ), "host"
+        return np.asarray(device_augment.augment_images(images, keys, augment, mean))
+    return input_pipeline.Augmenter(augment, mean)(images, image_seeds(len(images), config.seed))
 
 
 def join(values: Iterable[float]) -> str:

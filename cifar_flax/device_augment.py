@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_dict
 
-from cifar_flax.augment import hole_fill_value
+from cifar_flax.config_lib import hole_fill_value
 
 # OpenCV 5's RGB -> gray in fixed point (cv2.COLOR_RGB2GRAY on uint8): (R, G, B) weights / 2**15.
 # (OpenCV 4 has 14-bit weights, (4899, 9617, 1868), which round 0.05% of pixels one level apart.)
@@ -292,6 +292,11 @@ def on_device(augment_on: str) -> bool:
     if augment_on == "auto":
         return jax.default_backend() != "cpu"
     return augment_on == "device"
+
+
+def place(augment_on: str) -> str:
+    """Where `augment_on` puts the augmentation, in words: "devices" or "host"."""
+    return "devices" if on_device(augment_on) else "host"
 
 
 def image_keys(seed: int, epoch: Any, step: Any, count: int) -> jax.Array:

@@ -9,7 +9,7 @@ from typing import Any
 
 import jax
 
-from cifar_flax import input_pipeline
+from cifar_flax import splits
 from cifar_flax.errors import CifarFlaxError, first_line
 
 # Set by the schedulers jax.distributed detects by itself, when they start several processes.
@@ -49,12 +49,12 @@ def check_devices(batch_size: int) -> None:
         )
 
 
-def process_shard() -> input_pipeline.Shard:
+def process_shard() -> splits.Shard:
     """This process's share of every global batch."""
-    return input_pipeline.Shard(jax.process_index(), jax.process_count())
+    return splits.Shard(jax.process_index(), jax.process_count())
 
 
-def global_batches(sharding: jax.sharding.Sharding) -> Callable[[input_pipeline.Batch], Any]:
+def global_batches(sharding: jax.sharding.Sharding) -> Callable[[splits.Batch], Any]:
     """Assemble each process's rows into global arrays split over all devices."""
     return lambda batch: jax.tree.map(
         lambda rows: jax.make_array_from_process_local_data(sharding, rows), batch

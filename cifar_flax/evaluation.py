@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from ml_collections import config_dict
 
-from cifar_flax import checkpoints, input_pipeline, plots
+from cifar_flax import checkpoints, input_pipeline, plots, splits
 from cifar_flax.distributed import check_devices, global_batches, process_shard
 from cifar_flax.metrics import held_out_name, is_chief
 from cifar_flax.models import create_model
@@ -46,10 +46,10 @@ class EvalResult:
 def evaluate_split(
     eval_step: Callable[..., Any],
     variables: Any,
-    split: input_pipeline.Split,
+    split: splits.Split,
     batch_size: int,
     normalize: config_dict.ConfigDict,
-    to_global: Callable[[input_pipeline.Batch], Any],
+    to_global: Callable[[splits.Batch], Any],
 ) -> EvalResult:
     """Loss and accuracy of `variables` on the whole split (each process feeding its shard)."""
     loss_sum, correct, predictions = 0.0, 0, []
@@ -116,7 +116,7 @@ def evaluate(config: config_dict.ConfigDict, workdir: str, which: str = "latest"
 
 def eval_report(
     result: EvalResult,
-    split: input_pipeline.Split,
+    split: splits.Split,
     meta: dict[str, Any],
     which: str,
     step: int,
@@ -166,7 +166,7 @@ def print_report(report: dict[str, Any], class_names: tuple[str, ...]) -> None:
 
 
 def save_misclassified(
-    result: EvalResult, split: input_pipeline.Split, model: str, path: pathlib.Path
+    result: EvalResult, split: splits.Split, model: str, path: pathlib.Path
 ) -> None:
     """A grid of the first misclassified images, each titled "true -> predicted"."""
     wrong = np.flatnonzero(result.predictions != result.labels)[:MISCLASSIFIED_SHOWN]

@@ -21,7 +21,6 @@ in the graph (no GIL), and the whole split is decoded once into memory (CIFAR-10
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import multiprocessing
 import os
 import socket
@@ -33,26 +32,13 @@ import tensorflow_datasets as tfds
 from ml_collections import config_dict
 
 from cifar_flax import augment_worker
-from cifar_flax.augment import augment_batch, build_train_transform, image_seeds
+from cifar_flax.augment import augment_batch, build_train_transform
 from cifar_flax.errors import CifarFlaxError
+from cifar_flax.splits import Batch, Shard, Split, epoch_order, image_seeds
 
 DATASET = "cifar10"
 # Where tfds fetches CIFAR-10 from when it is not prepared yet: its GCS mirror, then the source.
 DOWNLOAD_HOSTS = ("storage.googleapis.com", "www.cs.toronto.edu")
-Batch = dict[str, np.ndarray]
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-    """A split decoded into memory: uint8 NHWC images and int32 labels."""
-
-    name: str
-    images: np.ndarray
-    labels: np.ndarray
-    class_names: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 def hide_gpus_from_tensorflow() -> None:
@@ -165,27 +151,6 @@ def _normalize(images: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -
     mean_255 = tf.constant(mean, tf.float32) * 255.0
     std_255 = tf.constant(std, tf.float32) * 255.0
     return (tf.cast(images, tf.float32) - mean_255) / std_255
-
-
-@dataclasses.dataclass(frozen=True)
-class Shard:
-    """This process's rows of every global batch: `index` of `count` equal parts."""
-
-    index: int = 0
-    count: int = 1
-
-    def rows(self, batch_size: int) -> slice:
-        if batch_size % self.count:
-            raise CifarFlaxError(
-                f"batch_size {batch_size} must be a multiple of the {self.count} processes"
-            )
-        size = batch_size // self.count
-        return slice(self.index * size, (self.index + 1) * size)
-
-
-def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
-    """The order in which epoch `epoch` of run `seed` visits the `count` training images."""
-    return np.random.default_rng(image_seeds(2, seed, epoch)).permutation(count)
 
 
 def train_batches(

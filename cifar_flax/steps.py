@@ -68,8 +68,11 @@ def create_optimizer(
 
 
 def weights_only(params: Any) -> Any:
-    """True for the kernels of `params`, False for BatchNorm's scales and shifts and the biases."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
+    """True for the kernels of `params`, False for BatchNorm's scales and shifts and the biases
+    (and for any leaf not under a dict key, e.g. in a list)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[-1], "key", None) == "kernel", params
+    )
 
 
 def last_learning_rate(state: TrainState) -> jax.Array:

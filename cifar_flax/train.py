@@ -24,6 +24,7 @@ from cifar_flax.errors import NonFiniteLossError
 from cifar_flax.evaluation import EvalResult, evaluate_split
 from cifar_flax.models import create_model
 from cifar_flax.preemption import StopSignals, interrupted, resuming
+from cifar_flax.splits import Batch, Split
 from cifar_flax.steps import (
     TrainState,
     create_train_state,
@@ -44,12 +45,12 @@ class Run:
     config: config_dict.ConfigDict
     config_values: dict[str, Any]  # as JSON, as the workdir and its checkpoints record it
     model: nn.Module
-    train_split: input_pipeline.Split
-    eval_split: input_pipeline.Split
+    train_split: Split
+    eval_split: Split
     steps: int
     train_step: Callable[..., Any]
     eval_step: Callable[..., Any]
-    to_global: Callable[[input_pipeline.Batch], Any]
+    to_global: Callable[[Batch], Any]
 
     def evaluate(self, state: TrainState) -> EvalResult:
         data = (self.eval_split, self.config.batch_size, self.config.normalize, self.to_global)
@@ -195,7 +196,7 @@ def train_and_evaluate(config: config_dict.ConfigDict, workdir: str) -> dict[str
     try:
         state, epochs_done, progress = initial_state(run, manager, path, mesh)
         if metrics.is_chief():
-            place = "devices" if device_augment.on_device(config.augment_on) else "host"
+            place = device_augment.place(config.augment_on)
             print(describe(config), f"Augmentation on the {place}.", sep="\n", flush=True)
             workdirs.write_config(path, config)
         log = metrics.MetricsLog(path, epochs_done, config.eval_split)

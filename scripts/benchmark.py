@@ -6,7 +6,7 @@ r"""Steady-state throughput of the training step, the eval step and the input pi
 For each network and batch size it prints one line:
 
     NAME batch=B train_img_per_s=... eval_img_per_s=... input_img_per_s=...
-        [host_end_to_end_img_per_s=... device_end_to_end_img_per_s=...]
+        [host_end_to_end_img_per_s=... device_end_to_end_img_per_s=...] [data=...]
         [torch_img_per_s=... ratio=...]
 
 Steps run on one fixed synthetic batch (the same for JAX and PyTorch), after compilation and
@@ -16,7 +16,10 @@ that trains the network, over one epoch after a warm-up epoch (worker start-up e
 `--end_to_end` times training fed by each `augment_on` (host: tf.data with Albumentations in
 worker processes; device: the split resident on the device, augmented there): --steps steps
 of real images from a --steps x batch split, the step and its input together, after a warm-up
-epoch of the same steps; `train_img_per_s` beside them is the bare step's rate.
+epoch of the same steps; `train_img_per_s` beside them is the bare step's rate. Where the
+real images cannot be loaded (TensorFlow not installed, or no prepared copy in --data_dir),
+uniform-noise uint8 images of CIFAR-10's shape stand in, and `data=synthetic` says so; without
+TensorFlow or Albumentations the host pipeline is not timed (the first line says why).
 `ratio` = JAX train / PyTorch train, the PyTorch original (--torch_seeds, the seeds' torch_seeds.py,
 channels_last, SGD momentum, cross-entropy) measured in the same run on the same kind of device,
 in the same precision: with --compute_dtype=bfloat16, under `torch.autocast(dtype=bfloat16)`.
@@ -37,8 +40,10 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_dict
 
+from cifar_flax import splits
 from cifar_flax.config_lib import COMPUTE_DTYPES, base_config, import_file, load_config
 from cifar_flax.console import quiet_library_logs
+from cifar_flax.errors import CifarFlaxError
 from cifar_flax.host_memory import restart_reusing_freed_memory
 from cifar_flax.models import NETWORKS, create_model
 from cifar_flax.steps import (
@@ -164,13 +169,34 @@ def torch_rate(name: str, batch_size: int, steps: int, repeats: int, compute_dty
     return median_rate(train_steps, steps * batch_size, repeats)
 
 
+def host_pipeline_missing() -> str | None:
+    """Why the host pipeline cannot run here (a library it needs is not installed), or None."""
+    try:
+        from cifar_flax import input_pipeline  # TensorFlow, tfds, Albumentations
+    except ImportError as error:
+        return f"{error.name or error} is not installed"
+    input_pipeline.hide_gpus_from_tensorflow()
+    return None
+
+
+def training_images(count: int) -> splits.Split:
+    """The first `count` images of the prepared training split in --data_dir, or synthetic
+    ones where that cannot be loaded here."""
+    try:
+        from cifar_flax import input_pipeline
+
+        return input_pipeline.load_split(_DATA_DIR.value, f"train[:{count}]", download=False)
+    except (ImportError, CifarFlaxError):
+        return splits.synthetic(count)
+
+
 def input_rate(name: str, batch_size: int, images: int, workers: int | None) -> float:
     """Images per second of one epoch of the training input pipeline (after a warm-up epoch)."""
     from cifar_flax import input_pipeline
 
     config = training_config(name)
     config.batch_size = batch_size
-    split = input_pipeline.load_split(_DATA_DIR.value, f"train[:{images}]", download=False)
+    split = training_images(images)
     workers = input_pipeline.augment_workers(workers)
     with input_pipeline.Augmenter(config.augment, config.normalize.mean, workers) as augmenter:
         for _ in input_pipeline.train_batches(split, config, 0, augmenter):
@@ -183,19 +209,19 @@ def input_rate(name: str, batch_size: int, images: int, workers: int | None) -> 
     return count / (time.perf_counter() - started)
 
 
-def end_to_end_rate(name: str, batch_size: int, steps: int, augment_on: str) -> float:
-    """Training images per second of network `name` fed by the batches of `augment_on`, over an
-    epoch of `steps` steps after a warm-up epoch (compilation, worker start-up)."""
-    from cifar_flax import batch_source, input_pipeline
+def end_to_end_rate(
+    name: str, batch_size: int, split: splits.Split, steps: int, augment_on: str
+) -> float:
+    """Training images per second of network `name` fed by the batches of `augment_on` from
+    `split` (`steps` batches), over an epoch after a warm-up epoch (compilation, worker
+    start-up)."""
+    from cifar_flax import batch_source
 
     config = training_config(name)
     config.batch_size, config.augment_on, config.augment_workers = (
         batch_size,
         augment_on,
         _WORKERS.value,
-    )
-    split = input_pipeline.load_split(
-        _DATA_DIR.value, f"train[:{steps * batch_size}]", download=False
     )
     mesh = make_mesh(jax.devices()[:1])
     model = create_model(name)
@@ -251,21 +277,25 @@ def main(argv: list[str]) -> None:
     if places:
         sys.exit(f"error: --end_to_end takes host, device or both, not {', '.join(places)}")
     print(f"{describe_machine()}; compute_dtype={_COMPUTE_DTYPE.value}", flush=True)
-    if _INPUT.value or _END_TO_END.value:
-        from cifar_flax import input_pipeline
-
-        input_pipeline.hide_gpus_from_tensorflow()
+    time_input, places = _INPUT.value, _END_TO_END.value
+    missing = host_pipeline_missing() if time_input or "host" in places else None
+    if missing:
+        print(f"# {missing}: the host pipeline is not timed", flush=True)
+        time_input, places = False, [place for place in places if place != "host"]
     dtype = _COMPUTE_DTYPE.value
     for name in names:
         for batch_size in batch_sizes:
             train, evaluate = jax_rates(name, batch_size, _STEPS.value, _REPEATS.value, dtype)
             fields = [f"train_img_per_s={train:.0f}", f"eval_img_per_s={evaluate:.0f}"]
-            if _INPUT.value:
+            if time_input:
                 rate = input_rate(name, batch_size, _INPUT_IMAGES.value, _WORKERS.value)
                 fields.append(f"input_img_per_s={rate:.0f}")
-            for place in _END_TO_END.value:
-                rate = end_to_end_rate(name, batch_size, _STEPS.value, place)
-                fields.append(f"{place}_end_to_end_img_per_s={rate:.0f}")
+            if places:
+                split = training_images(_STEPS.value * batch_size)
+                for place in places:
+                    rate = end_to_end_rate(name, batch_size, split, _STEPS.value, place)
+                    fields.append(f"{place}_end_to_end_img_per_s={rate:.0f}")
+                fields.append(f"data={split.name}")
             if _TORCH.value:
                 torch = torch_rate(name, batch_size, _STEPS.value, _REPEATS.value, dtype)
                 fields += [f"torch_img_per_s={torch:.0f}", f"ratio={train / torch:.2f}"]

@@ -9,10 +9,9 @@ from cifar_flax.augment import (
     LegacyShiftScaleRotate,
     augment_batch,
     build_train_transform,
-    hole_fill_value,
-    image_seeds,
 )
-from cifar_flax.config_lib import augmentation
+from cifar_flax.config_lib import augmentation, hole_fill_value
+from cifar_flax.splits import image_seeds
 
 SEED_000_MEAN = (0.4914, 0.4822, 0.4466)
 

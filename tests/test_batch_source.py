@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar_flax import batch_source, device_augment, input_pipeline
+from cifar_flax import batch_source, device_augment, splits
 from cifar_flax.steps import make_mesh
 from tests.conftest import e2e, make_config, on_eight_cpu_devices
 
@@ -21,20 +21,10 @@ def config():
     return make_config(augment_on="device", batch_size=BATCH)
 
 
-def split(count=BATCH * STEPS, seed=0):
-    rng = np.random.default_rng(seed)
-    return input_pipeline.Split(
-        "synthetic",
-        rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8),
-        rng.integers(0, 10, count).astype(np.int32),
-        tuple(map(str, range(10))),
-    )
-
-
 @pytest.fixture(scope="module")
 def epoch_batches():
     """(config, split, mesh, make_batch, a function epoch, start -> that epoch's numpy batches)"""
-    c, host, mesh = config(), split(), make_mesh()
+    c, host, mesh = config(), splits.synthetic(BATCH * STEPS), make_mesh()
     on_devices, make_batch = batch_source.put_split(host, mesh), batch_source.batch_maker(c, mesh)
 
     def batches(epoch, start=0):
@@ -59,7 +49,7 @@ def test_a_batch_depends_only_on_seed_epoch_and_step(epoch_batches):
 
 def test_images_come_in_the_host_paths_order(epoch_batches):
     c, host, *_, batches = epoch_batches
-    order = input_pipeline.epoch_order(len(host), c.seed, 3)
+    order = splits.epoch_order(len(host), c.seed, 3)
     for step, batch in enumerate(batches(epoch=3)):
         chosen = order[step * BATCH : (step + 1) * BATCH]
         np.testing.assert_array_equal(batch["label"], host.labels[chosen])
@@ -68,7 +58,7 @@ def test_images_come_in_the_host_paths_order(epoch_batches):
 def test_each_image_goes_through_the_configs_transforms_with_its_own_key(epoch_batches):
     c, host, *_, batches = epoch_batches
     step = 1
-    chosen = input_pipeline.epoch_order(len(host), c.seed, 0)[step * BATCH : (step + 1) * BATCH]
+    chosen = splits.epoch_order(len(host), c.seed, 0)[step * BATCH : (step + 1) * BATCH]
     keys = device_augment.image_keys(c.seed, 0, step, BATCH)
     augmented = device_augment.augment_images(
         jnp.asarray(host.images[chosen]), keys, c.augment, c.normalize.mean
@@ -102,7 +92,7 @@ EIGHT_DEVICES = textwrap.dedent(
     from cifar_flax.steps import make_mesh
     from tests.test_batch_source import config, split
     assert jax.device_count() == 8
-    c, host = config(), split()
+    c, host = config(), splits.synthetic(BATCH * STEPS)
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
         mesh = make_mesh(devices)

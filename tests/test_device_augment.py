@@ -16,8 +16,8 @@ import pytest
 from albumentations.augmentations.pixel import functional as fpixel
 
 from cifar_flax import device_augment
-from cifar_flax.augment import LegacyShiftScaleRotate, build_train_transform, hole_fill_value
-from cifar_flax.config_lib import CIFAR10_MEAN, augmentation, load_config
+from cifar_flax.augment import LegacyShiftScaleRotate, build_train_transform
+from cifar_flax.config_lib import CIFAR10_MEAN, augmentation, hole_fill_value, load_config
 from tests.conftest import REPO_ROOT
 
 IMAGES = np.load(pathlib.Path(__file__).parent / "data" / "cifar10_train_64.npz")["images"]

@@ -10,7 +10,7 @@ import albumentations as A
 import numpy as np
 import pytest
 
-from cifar_flax import input_pipeline
+from cifar_flax import input_pipeline, splits
 from cifar_flax.config_lib import augmentation, base_config
 from cifar_flax.errors import CifarFlaxError
 from tests.conftest import REAL_DATA_DIR, REPO_ROOT, e2e, needs_real_data, synthetic_data_dir
@@ -79,7 +79,7 @@ def test_a_resumed_epoch_and_each_process_shard_see_the_same_batches(train_512):
         shards = [
             collect(
                 input_pipeline.train_batches(
-                    train_512, config, 2, augmenter, shard=input_pipeline.Shard(index, 4)
+                    train_512, config, 2, augmenter, shard=splits.Shard(index, 4)
                 )
             )
             for index in range(4)
@@ -97,7 +97,7 @@ def test_a_resumed_epoch_and_each_process_shard_see_the_same_batches(train_512):
 
 def test_batch_size_must_split_evenly_over_processes():
     with pytest.raises(CifarFlaxError, match="multiple of the 3 processes"):
-        input_pipeline.Shard(0, 3).rows(128)
+        splits.Shard(0, 3).rows(128)
 
 
 def collect(batches):
@@ -176,7 +176,7 @@ def test_shards_of_eval_batches_make_up_the_whole_batches():
     normalize = small_config().normalize
     whole = list(input_pipeline.eval_batches(split, 32, normalize))
     halves = [
-        list(input_pipeline.eval_batches(split, 32, normalize, input_pipeline.Shard(i, 2)))
+        list(input_pipeline.eval_batches(split, 32, normalize, splits.Shard(i, 2)))
         for i in range(2)
     ]
     for batch, first, second in zip(whole, *halves, strict=True):

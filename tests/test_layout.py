@@ -16,7 +16,7 @@ PACKAGE = REPO_ROOT / "cifar_flax"
 LAYERS = [
     ("errors", "console", "host_memory", "plots"),
     ("config_lib",),
-    ("augment", "device_augment", "augment_worker", "input_pipeline", "data_report"),
+    ("splits", "augment", "device_augment", "augment_worker", "input_pipeline", "data_report"),
     ("models.conv", "models.layers", "models.external", "models.nets", "models", "summary"),
     ("schedules", "steps", "distributed", "batch_source"),
     ("checkpoints", "metrics", "workdir", "preemption"),

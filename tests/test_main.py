@@ -263,10 +263,14 @@ def free_port():
 
 
 @e2e
-def test_two_processes_train_like_one_process_over_the_same_devices(repo_root, tmp_path):
+@pytest.mark.parametrize("augment_on", ["host", "device"])
+def test_two_processes_train_like_one_process_over_the_same_devices(
+    repo_root, tmp_path, augment_on
+):
     """2 processes x 1 CPU device (gloo collectives) against 1 process x 2 CPU devices: each
-    process feeds half of every global batch, process 0 writes the metrics."""
-    two_epochs = ("--config.num_epochs=2",)
+    process feeds half of every global batch (augments it on the host, or its device computes
+    those rows), process 0 writes the metrics."""
+    two_epochs = ("--config.num_epochs=2", f"--config.augment_on={augment_on}")
     one_process_env = with_xla_flags("--xla_force_host_platform_device_count=2")
     reference = finish(start(repo_root, tmp_path / "one", *two_epochs, env=one_process_env))
     assert reference.returncode == 0, reference.stderr

@@ -19,6 +19,7 @@ from cifar_flax.steps import (
     eval_step,
     jit_train_step,
     make_mesh,
+    weights_only,
 )
 from tests.conftest import e2e, on_eight_cpu_devices
 
@@ -251,6 +252,15 @@ def test_the_weight_decay_spares_norms_and_biases_where_asked(small_state):
         assert kernels and others  # convs and dense kernels; BatchNorm scales, shifts, biases
         assert all(moved[path] for path in kernels)
         assert all(moved[path] == decay_all for path in others), moved
+
+
+def test_only_leaves_named_kernel_are_weights_in_any_pytree():
+    # A user's network may keep parameters in lists (no dict key above the leaf).
+    params = {"conv": {"kernel": 1.0, "bias": 2.0}, "blocks": [3.0, {"kernel": 4.0}]}
+    assert weights_only(params) == {
+        "conv": {"kernel": True, "bias": False},
+        "blocks": [False, {"kernel": True}],
+    }
 
 
 def test_label_smoothing_mixes_the_target_with_the_uniform_distribution(small_state):
