@@ -88,9 +88,9 @@ def test_auto_augments_on_the_devices_only_off_the_cpu():
 EIGHT_DEVICES = textwrap.dedent(
     """
     import jax, numpy as np
-    from cifar_flax import batch_source
+    from cifar_flax import batch_source, splits
     from cifar_flax.steps import make_mesh
-    from tests.test_batch_source import config, split
+    from tests.test_batch_source import BATCH, STEPS, config
     assert jax.device_count() == 8
     c, host = config(), splits.synthetic(BATCH * STEPS)
     results = []
