@@ -40,7 +40,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_dict
 
-from cifar_flax import splits
+from cifar_flax import batch_source, splits
 from cifar_flax.config_lib import COMPUTE_DTYPES, base_config, import_file, load_config
 from cifar_flax.console import quiet_library_logs
 from cifar_flax.errors import CifarFlaxError
@@ -209,14 +209,10 @@ def input_rate(name: str, batch_size: int, images: int, workers: int | None) -> 
     return count / (time.perf_counter() - started)
 
 
-def end_to_end_rate(
-    name: str, batch_size: int, split: splits.Split, steps: int, augment_on: str
-) -> float:
-    """Training images per second of network `name` fed by the batches of `augment_on` from
-    `split` (`steps` batches), over an epoch after a warm-up epoch (compilation, worker
-    start-up)."""
-    from cifar_flax import batch_source
-
+def end_to_end_rate(name: str, batch_size: int, split: splits.Split, augment_on: str) -> float:
+    """Training images per second of network `name` fed by the batches of `augment_on`, over an
+    epoch of `split` after a warm-up epoch (compilation, worker start-up)."""
+    steps = len(split) // batch_size
     config = training_config(name)
     config.batch_size, config.augment_on, config.augment_workers = (
         batch_size,
@@ -293,7 +289,7 @@ def main(argv: list[str]) -> None:
             if places:
                 split = training_images(_STEPS.value * batch_size)
                 for place in places:
-                    rate = end_to_end_rate(name, batch_size, split, _STEPS.value, place)
+                    rate = end_to_end_rate(name, batch_size, split, place)
                     fields.append(f"{place}_end_to_end_img_per_s={rate:.0f}")
                 fields.append(f"data={split.name}")
             if _TORCH.value:
