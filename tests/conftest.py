@@ -33,6 +33,7 @@ def with_xla_flags(*flags: str, fast_compile: bool = True) -> dict[str, str]:
     return {**os.environ, "XLA_FLAGS": " ".join((base, *flags)).strip()}
 
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from cifar_flax.config_lib import import_file, load_config  # noqa: E402
@@ -131,3 +132,13 @@ def two_epochs(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("two_epochs")
     record = train.train_and_evaluate(make_config(), str(workdir))
     return workdir, record
+
+
+def ks_distance(first, second):
+    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the two ECDFs."""
+    first, second = np.sort(first), np.sort(second)
+    points = np.concatenate([first, second])
+    gaps = np.searchsorted(first, points, "right") / len(first) - np.searchsorted(
+        second, points, "right"
+    ) / len(second)
+    return np.abs(gaps).max()

@@ -18,7 +18,7 @@ from albumentations.augmentations.pixel import functional as fpixel
 from cifar_flax import device_augment
 from cifar_flax.augment import LegacyShiftScaleRotate, build_train_transform
 from cifar_flax.config_lib import CIFAR10_MEAN, augmentation, hole_fill_value, load_config
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, ks_distance
 
 IMAGES = np.load(pathlib.Path(__file__).parent / "data" / "cifar10_train_64.npz")["images"]
 DRAWS = 100_000
@@ -222,16 +222,6 @@ def test_normalize_is_albumentations_normalize():
 
 # Seed 003's own recipe (configs/s7.py:seed): all five transforms.
 SEEDS_AUGMENTATION = load_config(REPO_ROOT / "configs" / "s7.py:seed").augment
-
-
-def ks_distance(first, second):
-    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the two ECDFs."""
-    first, second = np.sort(first), np.sort(second)
-    points = np.concatenate([first, second])
-    gaps = np.searchsorted(first, points, "right") / len(first) - np.searchsorted(
-        second, points, "right"
-    ) / len(second)
-    return np.abs(gaps).max()
 
 
 @pytest.fixture(scope="module")
