@@ -18,8 +18,9 @@ worker processes; device: the split resident on the device, augmented there): --
 of real images from a --steps x batch split, the step and its input together, after a warm-up
 epoch of the same steps; `train_img_per_s` beside them is the bare step's rate. Where the
 real images cannot be loaded (TensorFlow not installed, or no prepared copy in --data_dir),
-uniform-noise uint8 images of CIFAR-10's shape stand in, and `data=synthetic` says so; without
-TensorFlow or Albumentations the host pipeline is not timed (the first line says why).
+uniform-noise uint8 images of CIFAR-10's shape stand in; `data=` names the images behind the
+input and end-to-end figures (`synthetic` for those). Without TensorFlow or Albumentations the
+host pipeline is not timed (the first line says why).
 `ratio` = JAX train / PyTorch train, the PyTorch original (--torch_seeds, the seeds' torch_seeds.py,
 channels_last, SGD momentum, cross-entropy) measured in the same run on the same kind of device,
 in the same precision: with --compute_dtype=bfloat16, under `torch.autocast(dtype=bfloat16)`.
@@ -190,13 +191,13 @@ def training_images(count: int) -> splits.Split:
         return splits.synthetic(count)
 
 
-def input_rate(name: str, batch_size: int, images: int, workers: int | None) -> float:
-    """Images per second of one epoch of the training input pipeline (after a warm-up epoch)."""
+def input_rate(name: str, batch_size: int, split: splits.Split, workers: int | None) -> float:
+    """Images per second of one epoch of `split` through the training input pipeline (after a
+    warm-up epoch)."""
     from cifar_flax import input_pipeline
 
     config = training_config(name)
     config.batch_size = batch_size
-    split = training_images(images)
     workers = input_pipeline.augment_workers(workers)
     with input_pipeline.Augmenter(config.augment, config.normalize.mean, workers) as augmenter:
         for _ in input_pipeline.train_batches(split, config, 0, augmenter):
@@ -279,7 +280,8 @@ def main(argv: list[str]) -> None:
         print(f"# {missing}: the host pipeline is not timed", flush=True)
         time_input, places = False, [place for place in places if place != "host"]
     dtype = _COMPUTE_DTYPE.value
-    # Loaded once per batch size: every network's end-to-end epoch runs on the same images.
+    # Loaded once (per batch size): every network's input and end-to-end epochs see the same images.
+    input_images = training_images(_INPUT_IMAGES.value) if time_input else None
     epoch_images = (
         {size: training_images(_STEPS.value * size) for size in batch_sizes} if places else {}
     )
@@ -287,15 +289,19 @@ def main(argv: list[str]) -> None:
         for batch_size in batch_sizes:
             train, evaluate = jax_rates(name, batch_size, _STEPS.value, _REPEATS.value, dtype)
             fields = [f"train_img_per_s={train:.0f}", f"eval_img_per_s={evaluate:.0f}"]
-            if time_input:
-                rate = input_rate(name, batch_size, _INPUT_IMAGES.value, _WORKERS.value)
+            data = []  # the images behind the input and end-to-end figures
+            if input_images is not None:
+                rate = input_rate(name, batch_size, input_images, _WORKERS.value)
                 fields.append(f"input_img_per_s={rate:.0f}")
+                data.append(input_images.name)
             if places:
                 split = epoch_images[batch_size]
                 for place in places:
                     rate = end_to_end_rate(name, batch_size, split, place)
                     fields.append(f"{place}_end_to_end_img_per_s={rate:.0f}")
-                fields.append(f"data={split.name}")
+                data.append(split.name)
+            if data:
+                fields.append(f"data={','.join(dict.fromkeys(data))}")
             if _TORCH.value:
                 torch = torch_rate(name, batch_size, _STEPS.value, _REPEATS.value, dtype)
                 fields += [f"torch_img_per_s={torch:.0f}", f"ratio={train / torch:.2f}"]

@@ -32,12 +32,13 @@ def fields(line):
 
 
 @e2e
-def test_both_places_on_the_prepared_images():
-    lines = benchmark(*TINY, f"--data_dir={synthetic_data_dir()}")
+def test_the_input_and_both_places_on_the_prepared_images():
+    with_input = [arg for arg in TINY if arg != "--noinput"]
+    lines = benchmark(*with_input, "--input_images=48", f"--data_dir={synthetic_data_dir()}")
     figures = fields(lines[-1])
     assert lines[-1].startswith("s7_dwsep batch=16 ")
-    assert figures["data"] == "train[:32]"
-    for column in ("train", "eval", "host_end_to_end", "device_end_to_end"):
+    assert figures["data"] == "train[:48],train[:32]"  # the input's images, the epochs'
+    for column in ("train", "eval", "input", "host_end_to_end", "device_end_to_end"):
         assert float(figures[f"{column}_img_per_s"]) > 0, column
 
 
