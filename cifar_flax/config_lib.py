@@ -114,6 +114,7 @@ def base_config() -> config_dict.ConfigDict:
     config.compute_dtype = "float32"
     # Evaluate on each image and its mirror image, with the two outputs' mean as the prediction.
     config.eval_flip = False
+    config.eval = inspection()
 
     config.augment = augmentation()
     # Where the training augmentation runs: "host" (Albumentations in worker processes),
@@ -122,7 +123,23 @@ def base_config() -> config_dict.ConfigDict:
     config.augment_on = "auto"
     config.augment_workers = config_dict.placeholder(int)  # processes; None: one per CPU core
     config.normalize = config_dict.ConfigDict(dict(mean=CIFAR10_MEAN, std=CIFAR10_STD))
+    config.lr_find = lr_range_test()
     return config
+
+
+def inspection() -> config_dict.ConfigDict:
+    """`config.eval`: --mode=eval's gradcam.png weighs the output of `gradcam_layer` (a path as
+    --mode=summary lists it; None: the last convolution whose output is still spatial)."""
+    return config_dict.ConfigDict(dict(gradcam_layer=config_dict.placeholder(str)))
+
+
+def lr_range_test() -> config_dict.ConfigDict:
+    """`config.lr_find`, --mode=lr_find: the LR grows exponentially from `start` to `stop` over
+    `steps` updates; the loss is smoothed (an exponential moving average with `smoothing` on the
+    past) and the test stops once it exceeds `diverge` times its minimum (docs/inspect.md)."""
+    return config_dict.ConfigDict(
+        dict(start=1e-5, stop=10.0, steps=100, smoothing=0.95, diverge=4.0)
+    )
 
 
 def augmentation(
@@ -227,7 +244,13 @@ def select(
 
 
 # Where the data is and how it is produced: they do not change what a run trains.
-NOT_RECIPE = ("data_dir", "download", "augment_workers")
+NOT_RECIPE = (
+    "data_dir",
+    "download",
+    "augment_workers",
+    "eval.gradcam_layer",
+    *(f"lr_find.{key}" for key in ("start", "stop", "steps", "smoothing", "diverge")),
+)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -312,6 +335,23 @@ def validate(config: config_dict.ConfigDict) -> None:
             for key, p in probabilities.items()
         ),
     ]
+    refuse_broken(rules)
+
+
+def refuse_broken(rules: list[tuple[bool, str]]) -> None:
+    """A one-line error for the first rule that does not hold."""
     for ok, message in rules:
         if not ok:
             raise CifarFlaxError(f"bad config: {message}")
+
+
+def validate_lr_find(config: config_dict.ConfigDict) -> None:
+    """Refuse an LR range test that cannot run, naming the key."""
+    test = config.lr_find
+    rules = [
+        (0 < test.start < test.stop, "lr_find.start must be positive and below lr_find.stop"),
+        (test.steps >= 2, "lr_find.steps must be at least 2"),
+        (0 <= test.smoothing < 1, "lr_find.smoothing must be in [0, 1)"),
+        (test.diverge > 1, "lr_find.diverge must be above 1 (a multiple of the lowest loss)"),
+    ]
+    refuse_broken(rules)

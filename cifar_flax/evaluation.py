@@ -1,5 +1,6 @@
 """Evaluating a model on a split: during training (loss and accuracy) and of a saved checkpoint
-(`--mode=eval`: accuracy, per-class accuracy, confusion matrix, eval.json, misclassified.png)."""
+(`--mode=eval`: accuracy, per-class accuracy, confusion matrix, eval.json, misclassified.png,
+gradcam.png)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import jax
 import numpy as np
 from ml_collections import config_dict
 
-from cifar_flax import checkpoints, input_pipeline, plots, splits
+from cifar_flax import checkpoints, device_augment, gradcam, input_pipeline, plots, splits
 from cifar_flax.distributed import check_devices, global_batches, process_shard
 from cifar_flax.metrics import held_out_name, is_chief
 from cifar_flax.models import create_model
@@ -28,6 +29,8 @@ from cifar_flax.steps import (
 EVAL_FILE = "eval.json"
 MISCLASSIFIED_FILE = "misclassified.png"
 MISCLASSIFIED_SHOWN = 32
+GRADCAM_FILE = "gradcam.png"
+GRADCAM_SHOWN = 16  # misclassified images, and as many correctly classified ones
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +97,7 @@ def evaluate(config: config_dict.ConfigDict, workdir: str, which: str = "latest"
     """
     mesh = make_mesh()
     step, meta, model, variables = restore_checkpoint(workdir, which, mesh)
+    gradcam_layer = gradcam.choose_layer(model, config.eval.gradcam_layer)
     check_devices(config.batch_size)
     input_pipeline.hide_gpus_from_tensorflow()
     split = input_pipeline.load_split(config.data_dir, config.eval_split, config.download)
@@ -111,6 +115,7 @@ def evaluate(config: config_dict.ConfigDict, workdir: str, which: str = "latest"
         workdir = pathlib.Path(workdir)
         (workdir / EVAL_FILE).write_text(json.dumps(report, indent=2) + "\n")
         save_misclassified(result, split, meta["model"], workdir / MISCLASSIFIED_FILE)
+        save_gradcam(model, variables, gradcam_layer, result, split, meta, workdir / GRADCAM_FILE)
     return report
 
 
@@ -176,4 +181,34 @@ def save_misclassified(
         [f"{names[result.labels[i]]} -> {names[result.predictions[i]]}" for i in wrong],
         path,
         suptitle=f"{model}: misclassified ({split.name}), true -> predicted",
+    )
+
+
+def save_gradcam(
+    model: nn.Module,
+    variables: Any,
+    layer: str,
+    result: EvalResult,
+    split: splits.Split,
+    meta: dict[str, Any],
+    path: pathlib.Path,
+) -> None:
+    """The first misclassified images and as many correctly classified ones, each under the
+    Grad-CAM heatmap of its predicted class at `layer`."""
+    wrong = np.flatnonzero(result.predictions != result.labels)[:GRADCAM_SHOWN]
+    right = np.flatnonzero(result.predictions == result.labels)[:GRADCAM_SHOWN]
+    shown = np.concatenate([wrong, right])
+    images = split.images[shown]
+    normalized = device_augment.normalize(
+        images, meta["normalize"]["mean"], meta["normalize"]["std"]
+    )
+    maps = jax.jit(lambda v, x: gradcam.heatmaps(model, v, x, layer)[1])(variables, normalized)
+    names = split.class_names
+    plots.save_heatmap_grid(
+        images,
+        np.asarray(maps),
+        [f"{names[result.labels[i]]} -> {names[result.predictions[i]]}" for i in shown],
+        path,
+        suptitle=f"{meta['model']}: Grad-CAM of the predicted class at {layer} "
+        f"({split.name}; first {len(wrong)} misclassified, then {len(right)} correct)",
     )

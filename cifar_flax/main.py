@@ -4,6 +4,7 @@ r"""Train, evaluate or summarize a seed network (or your own) on CIFAR-10.
     python -m cifar_flax.main --config=configs/s7.py --mode=eval
     python -m cifar_flax.main --config=configs/s7.py:s7_dwsep --mode=summary
     python -m cifar_flax.main --config=configs/s7.py --mode=data --workdir=runs/look
+    python -m cifar_flax.main --config=configs/s7.py --mode=lr_find    # the LR range test
 
 Any config key can be overridden, e.g. --config.model=s6_grouped --config.num_epochs=5, or
 --config.model=examples/my_net.py:MyNet for a network of your own.
@@ -39,9 +40,10 @@ flags.DEFINE_string(
 flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "eval", "summary", "data"],
-    "train; eval a checkpoint; summary: layers and receptive field; data: dataset facts and "
-    "a grid of augmented samples.",
+    ["train", "eval", "summary", "data", "lr_find"],
+    "train; eval a checkpoint; summary: layers and receptive field (rf.png with --workdir); "
+    "data: dataset facts and "
+    "a grid of augmented samples; lr_find: the learning-rate range test.",
 )
 flags.DEFINE_enum(
     "checkpoint",
@@ -74,10 +76,9 @@ def run(
 ) -> None:
     """Carry out `mode`; raises CifarFlaxError for anything the user should fix."""
     if mode == "summary":
-        from cifar_flax.models import create_model
-        from cifar_flax.summary import format_summary, summarize
+        from cifar_flax.receptive_field import summarize_and_draw
 
-        print(format_summary(summarize(create_model(config.model), config.model)))
+        summarize_and_draw(config, workdir)
         return
     if workdir is None:
         raise CifarFlaxError(f"--mode={mode} writes to a directory: pass --workdir=DIR")
@@ -85,6 +86,10 @@ def run(
         from cifar_flax.data_report import describe_data
 
         describe_data(config, pathlib.Path(workdir))
+    elif mode == "lr_find":
+        from cifar_flax.lr_find import lr_find
+
+        lr_find(config, workdir)
     elif mode == "train":
         from cifar_flax.train import train_and_evaluate
 
@@ -130,7 +135,7 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        if FLAGS.mode in ("train", "eval"):
+        if FLAGS.mode in ("train", "eval", "lr_find"):
             from cifar_flax import distributed
 
             distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)

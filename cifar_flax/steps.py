@@ -36,9 +36,13 @@ class TrainState(train_state.TrainState):
 
 
 def create_optimizer(
-    config: config_dict.ConfigDict, steps_per_epoch: int
+    config: config_dict.ConfigDict,
+    steps_per_epoch: int,
+    learning_rate: optax.Schedule | None = None,
 ) -> optax.GradientTransformation:
     """PyTorch's order: clip_grad_value_, then coupled L2 (`weight_decay`), then SGD or Adam.
+
+    `learning_rate` replaces the config's LR schedule (the LR range test's growing LR).
 
     Without `decay_norm_and_bias`, the L2 applies to the weights alone: the parameters named
     "kernel", as Flax's and the seed networks' convolutions and dense layers name theirs.
@@ -46,7 +50,8 @@ def create_optimizer(
     The LR (and momentum, or Adam's beta1, when OneCycle cycles it) are injected hyper-parameters,
     so the optimizer state records them per step and a resumed run continues the schedule.
     """
-    learning_rate = learning_rate_schedule(config, steps_per_epoch)
+    if learning_rate is None:
+        learning_rate = learning_rate_schedule(config, steps_per_epoch)
     momentum = momentum_schedule(config, steps_per_epoch)
     if config.optimizer == "sgd":
         optimizer = optax.inject_hyperparams(optax.sgd, static_args=("nesterov",))(
@@ -105,10 +110,14 @@ def in_compute_dtype(apply_fn: Callable[..., Any], compute_dtype: str) -> Callab
 
 
 def create_train_state(
-    model: nn.Module, config: config_dict.ConfigDict, steps_per_epoch: int, image_size: int = 32
+    model: nn.Module,
+    config: config_dict.ConfigDict,
+    steps_per_epoch: int,
+    image_size: int = 32,
+    learning_rate: optax.Schedule | None = None,
 ) -> TrainState:
     """Initial state: PyTorch-style init from `config.seed`, and the dropout key; the model
-    computes in `config.compute_dtype`."""
+    computes in `config.compute_dtype`; `learning_rate` as `create_optimizer`'s."""
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = jax.jit(functools.partial(model.init, train=False))(
         init_key, jnp.zeros((1, image_size, image_size, 3), jnp.float32)
@@ -117,7 +126,7 @@ def create_train_state(
         apply_fn=in_compute_dtype(model.apply, config.compute_dtype),
         params=variables["params"],
         batch_stats=variables.get("batch_stats", {}),
-        tx=create_optimizer(config, steps_per_epoch),
+        tx=create_optimizer(config, steps_per_epoch, learning_rate),
         dropout_key=dropout_key,
     )
 

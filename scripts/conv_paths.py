@@ -3,9 +3,10 @@ r"""Time every convolution of the seed networks by each exact formulation that a
     python scripts/conv_paths.py [--models=all] [--batch_size=128] [--repeats=5]
 
 For each distinct conv layer (its input shape, kernel, stride, padding, dilation, groups), one
-line per formulation: milliseconds for forward + backward (both gradients) at the batch size,
-the median of --repeats timings after compilation, the formulations taking turns. `chosen` is
-what `conv.conv2d` runs on this backend; the others are the rewrites in
+line: per formulation, milliseconds for the forward pass alone (what evaluation runs) and for
+forward + backward (both gradients: what training runs), `name=forward/train`, at the batch
+size, the median of --repeats timings after compilation, the formulations taking turns.
+`chosen` is what `conv.conv2d` runs on this backend; the others are the rewrites in
 `cifar_flax/models/conv.py` that hold for the layer:
 
     native       lax.conv_general_dilated (feature_group_count, rhs_dilation, strides)
@@ -89,9 +90,9 @@ def formulations(layer: Layer) -> dict[str, Path]:
 
 def milliseconds(
     paths: dict[str, Path], x: jax.Array, kernel: jax.Array, repeats: int
-) -> dict[str, float]:
-    """Median time of the forward and both gradients of each path (a fixed output gradient),
-    the paths' timings interleaved so that the machine's drift falls on all of them alike."""
+) -> dict[str, tuple[float, float]]:
+    """Median times of each path's forward pass and of its forward and both gradients (a fixed
+    output gradient), all timings interleaved so that the machine's drift falls on all alike."""
 
     def forward_backward(path: Path) -> Callable[..., tuple[jax.Array, ...]]:
         def run(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, ...]:
@@ -100,16 +101,21 @@ def milliseconds(
 
         return jax.jit(run)
 
-    steps = {name: forward_backward(path) for name, path in paths.items()}
+    steps = {
+        (name, part): jax.jit(path) if part == "forward" else forward_backward(path)
+        for name, path in paths.items()
+        for part in ("forward", "train")
+    }
     for step in steps.values():
         jax.block_until_ready(step(x, kernel))
-    timings: dict[str, list[float]] = {name: [] for name in steps}
+    timings: dict[tuple[str, str], list[float]] = {key: [] for key in steps}
     for _ in range(repeats):
-        for name, step in steps.items():
+        for key, step in steps.items():
             started = time.perf_counter()
             jax.block_until_ready(step(x, kernel))
-            timings[name].append(time.perf_counter() - started)
-    return {name: 1e3 * statistics.median(times) for name, times in timings.items()}
+            timings[key].append(time.perf_counter() - started)
+    median = {key: 1e3 * statistics.median(times) for key, times in timings.items()}
+    return {name: (median[name, "forward"], median[name, "train"]) for name in paths}
 
 
 def check_equal(paths: dict[str, Path], x: jax.Array, kernel: jax.Array) -> None:
@@ -142,7 +148,9 @@ def main(argv: list[str]) -> None:
             paths = formulations(layer)
             check_equal(paths, x, kernel)
             times = milliseconds(paths, x, kernel, _REPEATS.value)
-            described = " ".join(f"{path}={ms:.1f}" for path, ms in times.items())
+            described = " ".join(
+                f"{path}={forward:.1f}/{train:.1f}" for path, (forward, train) in times.items()
+            )
             stride, padding, dilation, groups = settings
             print(
                 f"{name} in={shape} kernel={kernel_shape} s{stride} p{padding} d{dilation} "

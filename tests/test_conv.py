@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cifar_flax.models import conv
 from cifar_flax.models.conv import (
     batched_group_conv,
     block_diagonal_kernel,
@@ -167,20 +168,44 @@ def test_block_diagonal_kernel_layout():
     assert not dense[:2, 3:].any() and not dense[2:, :3].any()
 
 
+def convolutions(path, x, kernel):
+    """XLA convolutions in what evaluation compiles for `path` (the forward alone) and in what
+    training compiles (forward and both gradients), as StableHLO."""
+    evaluation = jax.jit(path).lower(x, kernel).as_text()
+
+    def train(x, kernel):
+        y, vjp = jax.vjp(path, x, kernel)
+        return vjp(jnp.ones_like(y))
+
+    training = jax.jit(train).lower(x, kernel).as_text()
+    return evaluation.count("stablehlo.convolution"), training.count("stablehlo.convolution")
+
+
 def test_other_backends_keep_the_native_conv():
     x = jnp.ones((1, 5, 5, 4))
     kernel = jnp.ones((3, 3, 1, 4))
     jaxpr = jax.make_jaxpr(lambda x, w: conv2d(x, w, groups=4, backend="gpu"))(x, kernel)
     assert "feature_group_count=4" in str(jaxpr)
-    jaxpr = jax.make_jaxpr(lambda x, w: conv2d(x, w, groups=4, backend="cpu"))(x, kernel)
-    assert "conv_general_dilated" not in str(jaxpr)
 
 
-def test_cpu_dense_paths():
-    x = jnp.ones((1, 9, 9, 64))
-    as_product = jax.make_jaxpr(lambda x, w: conv2d(x, w, padding=1, backend="cpu"))
-    assert "conv_general_dilated" not in str(as_product(x, jnp.ones((3, 3, 64, 64))))
-    native = jax.make_jaxpr(lambda x, w: conv2d(x, w, padding=1, backend="cpu"))
-    assert "conv_general_dilated" in str(native(x[..., :16], jnp.ones((3, 3, 16, 8))))
-    pointwise = jax.make_jaxpr(lambda x, w: conv2d(x, w, backend="cpu"))
-    assert "conv_general_dilated" not in str(pointwise(x, jnp.ones((1, 1, 64, 8))))
+def on_the_cpu(stride=1, padding=0, groups=1):
+    return lambda x, w: conv2d(x, w, stride, padding, 1, groups, backend="cpu")
+
+
+def test_depthwise_and_1x1_convs_never_run_xlas_conv_on_the_cpu():
+    x = jnp.ones((2, 9, 9, 64))
+    assert convolutions(on_the_cpu(padding=1, groups=64), x, jnp.ones((3, 3, 1, 64))) == (0, 0)
+    assert convolutions(on_the_cpu(), x, jnp.ones((1, 1, 64, 8))) == (0, 0)
+
+
+def test_kxk_convs_evaluate_and_train_by_the_paths_measured_for_this_jaxlib():
+    x = jnp.ones((2, 9, 9, 64))
+    forward = 1 if conv.FAST_XLA_CPU_CONV else 0  # XLA's conv evaluates, from jaxlib 0.12
+    as_product = convolutions(on_the_cpu(padding=1), x, jnp.ones((3, 3, 64, 64)))
+    assert as_product == (forward, 0)  # trained as a matrix product
+    grouped = convolutions(on_the_cpu(groups=8), x[..., :32], jnp.ones((3, 3, 4, 128)))
+    assert grouped == (forward, 0)  # trained with a block-diagonal kernel, as a matrix product
+    native = convolutions(on_the_cpu(padding=1), x[..., :16], jnp.ones((3, 3, 16, 8)))
+    assert native == (1, 2)  # XLA's conv, and both gradients (the output is unused)
+    wide = convolutions(on_the_cpu(), jnp.ones((2, 9, 9, 128)), jnp.ones((3, 3, 128, 64)))
+    assert wide == ((1, 2) if conv.FAST_XLA_CPU_CONV else (0, 0))  # natively, or tap by tap

@@ -18,10 +18,11 @@ LAYERS = [
     ("config_lib",),
     ("splits", "augment", "device_augment", "augment_worker", "input_pipeline", "data_report"),
     ("models.conv", "models.layers", "models.external", "models.nets", "models", "summary"),
+    ("gradcam",),
     ("schedules", "steps", "distributed", "batch_source"),
     ("checkpoints", "metrics", "workdir", "preemption"),
-    ("evaluation",),
-    ("train",),
+    ("evaluation", "receptive_field"),
+    ("train", "lr_find"),
     ("main",),
 ]
 LAYER_OF = {module: index for index, layer in enumerate(LAYERS) for module in layer}

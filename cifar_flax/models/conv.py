@@ -12,15 +12,24 @@ therefore:
   product over all pixels (of the k*k shifted windows side by side: im2col), which XLA's CPU
   dot runs faster than its conv; over 128+ input channels a stride-1 one runs tap by tap
   instead (`tapwise_conv`: k*k products summed in a loop, at the same speed without the
-  patches, the largest buffers of a train step).
+  patches, the largest buffers of a train step), or from jaxlib 0.12 as XLA's own conv, which
+  trains it faster still;
+* from jaxlib 0.12, a kxk conv that is not depthwise runs XLA's own conv where nothing
+  differentiates it (evaluation: `evaluated_natively`), and the paths above only in training:
+  that XLA's CPU conv runs the forward pass alone as fast as the matrix products or faster,
+  but not the gradients.
 
-Both take the `feature_group_count` kernel layout (HWIO with in // groups inputs), so parameters
+Which path is fastest changed between jaxlib 0.10 and 0.12; the choices are measured per
+jaxlib (`FAST_XLA_CPU_CONV`; docs/performance.md, `scripts/conv_paths.py`).
+All take the `feature_group_count` kernel layout (HWIO with in // groups inputs), so parameters
 and checkpoints are the same whichever path runs; other backends keep the native grouped conv.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +37,15 @@ from jax import lax
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
-# Input channels from which a dense kxk conv runs tap by tap (`tapwise_conv`) on the CPU.
-TAPWISE_MIN_FEATURES = 128
+JAXLIB = tuple(int(part) for part in importlib.metadata.version("jaxlib").split(".")[:2])
+
+# jaxlib 0.12's CPU convolutions, against 0.10's: the forward pass alone as fast as our paths
+# or faster, and stride-1 convs over wide inputs trained faster than tap by tap; on the whole
+# networks, 0.10 evaluated no faster with them (docs/performance.md).
+FAST_XLA_CPU_CONV = JAXLIB >= (0, 12)
+# Input channels from which a stride-1 dense kxk conv runs on the CPU neither as patches nor,
+# before jaxlib 0.12, as XLA's conv (slower or larger), but tap by tap (`tapwise_conv`).
+WIDE_INPUT_FEATURES = 128
 
 
 def native_conv(
@@ -201,7 +217,7 @@ def tapwise_conv(x: jax.Array, kernel: jax.Array, padding: int, dilation: int) -
     the patches while it concatenates them: s6_grouped's 24x24x128 -> 64 conv took 560 MiB of
     buffers that way at batch 128, 76 MiB tap by tap, at the same speed. With fewer input
     channels the smaller products are slower than one large one (docs/performance.md), hence
-    `TAPWISE_MIN_FEATURES`.
+    `WIDE_INPUT_FEATURES`.
     """
     size, _, in_features, features = kernel.shape
     x = pad_spatially(x, padding)
@@ -292,13 +308,65 @@ def batched_group_conv(
 def dense_conv(
     x: jax.Array, kernel: jax.Array, stride: int, padding: int, dilation: int
 ) -> jax.Array:
-    """A dense conv as a matrix product or as XLA's conv, whichever `prefers_patches`."""
+    """A dense conv as a matrix product, tap by tap or as XLA's conv, whichever trains it
+    fastest on this jaxlib's CPU (`wide_input`, `prefers_patches`)."""
     size = kernel.shape[0]
-    if prefers_patches(size, stride, dilation, x.shape[-1], kernel.shape[-1]):
-        if stride == 1 and size > 1 and x.shape[-1] >= TAPWISE_MIN_FEATURES:
+    if wide_input(size, stride, x.shape[-1]):
+        if not FAST_XLA_CPU_CONV:
             return tapwise_conv(x, kernel, padding, dilation)
+    elif prefers_patches(size, stride, dilation, x.shape[-1], kernel.shape[-1]):
         return patches_conv(x, kernel, stride, padding, dilation)
     return native_conv(x, kernel, stride, padding, dilation, 1)
+
+
+def wide_input(kernel_size: int, stride: int, in_features: int) -> bool:
+    """A stride-1 kxk conv over `WIDE_INPUT_FEATURES` or more input channels."""
+    return kernel_size > 1 and stride == 1 and in_features >= WIDE_INPUT_FEATURES
+
+
+def trained_conv(
+    x: jax.Array, kernel: jax.Array, stride: int, padding: int, dilation: int, groups: int
+) -> jax.Array:
+    """The CPU path that a grouped or dense conv trains with."""
+    if groups > 1:
+        kernel = block_diagonal_kernel(kernel, groups)
+    return dense_conv(x, kernel, stride, padding, dilation)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def evaluated_natively(
+    x: jax.Array, kernel: jax.Array, stride: int, padding: int, dilation: int, groups: int
+) -> jax.Array:
+    """XLA's own conv where nothing differentiates it, `trained_conv` (forward and gradients)
+    where something does."""
+    return native_conv(x, kernel, stride, padding, dilation, groups)
+
+
+def evaluated_natively_forward(
+    x: jax.Array, kernel: jax.Array, stride: int, padding: int, dilation: int, groups: int
+) -> tuple[jax.Array, Callable[[jax.Array], tuple[jax.Array, jax.Array]]]:
+    return jax.vjp(
+        functools.partial(
+            trained_conv, stride=stride, padding=padding, dilation=dilation, groups=groups
+        ),
+        x,
+        kernel,
+    )
+
+
+def evaluated_natively_backward(
+    stride: int,
+    padding: int,
+    dilation: int,
+    groups: int,
+    vjp: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    grad: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    del stride, padding, dilation, groups  # in `vjp`
+    return vjp(grad)
+
+
+evaluated_natively.defvjp(evaluated_natively_forward, evaluated_natively_backward)
 
 
 def subsampled_conv(
@@ -359,9 +427,9 @@ def conv2d(
         return y.astype(x.dtype)
     if groups > 1 and kernel.shape[2] == 1:  # one input channel per group: depthwise
         return shifted_depthwise_conv(x, kernel, stride, padding, dilation)
-    if groups > 1:
-        kernel = block_diagonal_kernel(kernel, groups)
-    return dense_conv(x, kernel, stride, padding, dilation)
+    if kernel.shape[0] == 1 or not FAST_XLA_CPU_CONV:
+        return trained_conv(x, kernel, stride, padding, dilation, groups)
+    return evaluated_natively(x, kernel, stride, padding, dilation, groups)
 
 
 def prefers_patches(
