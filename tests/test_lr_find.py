@@ -44,7 +44,7 @@ def test_the_suggestion_lies_inside_the_range_below_divergence_and_the_run_is_un
     suggestion = result["suggested_learning_rate"]
     assert 1e-4 < suggestion < learning_rates[-1]  # inside, and below where it diverged
     smoothed = [loss for loss in result["smoothed_losses"] if loss is not None]
-    assert min(smoothed) < 0.8 * smoothed[0]  # it learnt
+    assert min(smoothed) < 0.9 * smoothed[0]  # it learnt
     line = capsys.readouterr().out.splitlines()[-1]
     assert line.startswith("Suggested OneCycle peak LR: ")
     assert line.endswith(f"--config.learning_rate={suggestion:.2g}")
