@@ -16,6 +16,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
+def save_figure(figure: Any, path: str | pathlib.Path) -> pathlib.Path:
+    """Lay out `figure`, write it to `path` (its folder made if missing) and free it."""
+    figure.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def save_image_grid(
     images: np.ndarray,
     titles: Sequence[str],
@@ -48,12 +58,7 @@ def save_heatmap_grid(
         axis.set_title(title, fontsize=8)
     if suptitle:
         figure.suptitle(suptitle)
-    figure.tight_layout()
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def save_training_curves(
@@ -76,11 +81,7 @@ def save_training_curves(
         axis.legend()
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
-    path = pathlib.Path(path)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def save_lr_find(
@@ -108,11 +109,7 @@ def save_lr_find(
     axis.set(xlabel="learning rate", ylabel="training loss", title=title)
     axis.grid(alpha=0.3, which="both")
     axis.legend()
-    figure.tight_layout()
-    path = pathlib.Path(path)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def save_receptive_field(
@@ -150,8 +147,4 @@ def save_receptive_field(
     figure.colorbar(shown, ax=image_axis, fraction=0.046, label="mean |gradient| (max = 1)")
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
-    path = pathlib.Path(path)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

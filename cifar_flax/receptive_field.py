@@ -123,7 +123,6 @@ def summarize_and_draw(config: config_dict.ConfigDict, workdir: str | None) -> N
     if workdir is None:
         return
     path = pathlib.Path(workdir) / PLOT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
     convs = summary.convs()
     plots.save_receptive_field(
         [row.layer for row in convs],
